@@ -1,0 +1,147 @@
+package shared
+
+import "time"
+
+// Agent protocol. Every route is under /agent/v1 and authenticated with the
+// node's token (Authorization: Bearer …); the node is taken from the token,
+// never from the body. docs/protocol.md describes the exchange.
+const (
+	AgentPathContainers = "/agent/v1/containers"
+	AgentPathLease      = "/agent/v1/lease"
+	// The per-command routes are AgentPathCommands + "{id}/start" and so on.
+	AgentPathCommands = "/agent/v1/commands/"
+)
+
+// Stream names used in chunks and in the raw output endpoint.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
+// Error codes an agent acts on. They appear in ErrorDetail.Code.
+const (
+	CodeLeaseLost = "lease_lost" // the lease expired, was taken over, or the command was reaped
+	CodeCancelled = "cancelled"  // the command was cancelled before it started
+	CodeOutputGap = "output_gap" // a chunk starts past the stored end: resend from the offsets given
+	CodeForbidden = "forbidden"  // another node's command or lease
+)
+
+// ContainerReport is one runc container in an inventory report.
+type ContainerReport struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	State string `json:"state"`
+}
+
+// InventoryRequest is the body of PUT /agent/v1/containers: the node's full
+// set of containers. Containers of this node that are missing are removed.
+type InventoryRequest struct {
+	Containers []ContainerReport `json:"containers"`
+}
+
+// InventoryResponse acknowledges an inventory report.
+type InventoryResponse struct {
+	Accepted int `json:"accepted"`
+}
+
+// LeaseRequest is the body of POST /agent/v1/lease.
+type LeaseRequest struct {
+	// Max is how many commands the agent can take now (1..100).
+	Max int `json:"max"`
+	// WaitMillis is how long to park when nothing is queued; the coordinator
+	// caps it. 0 answers at once.
+	WaitMillis int `json:"wait_ms"`
+}
+
+// LeaseResponse hands commands to the agent. An empty list is normal.
+type LeaseResponse struct {
+	Commands []LeasedCommand `json:"commands"`
+	// LeaseTTLMillis and HeartbeatMillis tell the agent the coordinator's
+	// timing so operators configure it in one place.
+	LeaseTTLMillis  int `json:"lease_ttl_ms"`
+	HeartbeatMillis int `json:"heartbeat_interval_ms"`
+}
+
+// LeasedCommand is a command leased to the calling node. Attempt identifies
+// this lease: start, heartbeat and finish must quote it, so a stale agent
+// holding an older lease of the same command is refused.
+type LeasedCommand struct {
+	ID             string    `json:"id"`
+	ContainerID    string    `json:"container_id"`
+	Program        string    `json:"program"`
+	Args           []string  `json:"args"`
+	Attempt        int       `json:"attempt"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+}
+
+// StartRequest is the body of POST /agent/v1/commands/{id}/start. A 200
+// answer is the coordinator's yes: only then may the agent execute.
+type StartRequest struct {
+	Attempt int `json:"attempt"`
+}
+
+// StartResponse confirms the command is now running.
+type StartResponse struct {
+	Status         Status    `json:"status"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+}
+
+// Chunk is a run of output bytes at a byte offset of one stream. Data is
+// base64 in JSON. A chunk wholly below the stored end is acknowledged and
+// ignored; one that overlaps it is trimmed; one past it is a gap.
+type Chunk struct {
+	Stream string `json:"stream"`
+	Offset int64  `json:"offset"`
+	Data   []byte `json:"data"`
+}
+
+// HeartbeatRequest is the body of POST /agent/v1/commands/{id}/heartbeat. It
+// renews the lease and appends output.
+type HeartbeatRequest struct {
+	Attempt int     `json:"attempt"`
+	Chunks  []Chunk `json:"chunks"`
+}
+
+// Offsets are the stored end of each stream: the next byte the coordinator
+// expects. They come back with every heartbeat and with an output_gap error.
+type Offsets struct {
+	Stdout int64 `json:"stdout_offset"`
+	Stderr int64 `json:"stderr_offset"`
+}
+
+// HeartbeatResponse acknowledges a heartbeat.
+type HeartbeatResponse struct {
+	Offsets
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+	// Cancel asks the agent to stop the command (reserved for cancel of
+	// running commands; always false today).
+	Cancel bool `json:"cancel"`
+}
+
+// FinishRequest is the body of POST /agent/v1/commands/{id}/finish. It may
+// carry the last chunks. StdoutLength/StderrLength are the totals the agent
+// captured; the coordinator refuses to finish (output_gap) until it holds
+// them all, so nothing is lost to a dropped heartbeat.
+type FinishRequest struct {
+	Attempt      int     `json:"attempt"`
+	Chunks       []Chunk `json:"chunks"`
+	StdoutLength int64   `json:"stdout_length"`
+	StderrLength int64   `json:"stderr_length"`
+	// ExitCode is set when the program ran and exited.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Error is set instead when the program could not be run or was ended
+	// by the agent; it is appended to stderr as an execq line.
+	Error string `json:"error,omitempty"`
+}
+
+// FinishResponse reports the terminal status stored.
+type FinishResponse struct {
+	Status Status `json:"status"`
+}
+
+// GapBody is the 409 body for CodeOutputGap: the envelope plus the offsets
+// to resend from.
+type GapBody struct {
+	Error ErrorDetail `json:"error"`
+	Offsets
+}

@@ -1,0 +1,80 @@
+package shared
+
+import (
+	"time"
+)
+
+// Status is the public state of a command. The five values and their meaning
+// are fixed by the CommandExecutionRecord contract.
+type Status string
+
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+)
+
+// Terminal reports whether no further transition can happen.
+func (s Status) Terminal() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
+
+// CommandExecutionRecord is the public record returned by the submit and poll
+// endpoints. The first nine fields are the contract and never change meaning;
+// the rest are additions an operator can rely on but older clients may ignore.
+type CommandExecutionRecord struct {
+	ID          string    `json:"id"`
+	ContainerID string    `json:"container_id"`
+	RequestedBy string    `json:"requested_by"`
+	Program     string    `json:"program"`
+	Args        []string  `json:"args"`
+	Status      Status    `json:"status"`
+	Stdout      string    `json:"stdout"`
+	Stderr      string    `json:"stderr"`
+	CreatedAt   time.Time `json:"created_at"`
+
+	// ExitCode is the program's exit status; null until it finished, and null
+	// when it never ran (execution error, agent lost, cancelled).
+	ExitCode   *int       `json:"exit_code"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	// StdoutTruncated / StderrTruncated say the stream passed the output cap
+	// and only its first bytes were kept.
+	StdoutTruncated bool `json:"stdout_truncated"`
+	StderrTruncated bool `json:"stderr_truncated"`
+}
+
+// SubmitRequest is the body of POST /api/v1/containers/{id}/commands.
+type SubmitRequest struct {
+	Program string   `json:"program"`
+	Args    []string `json:"args"`
+}
+
+// ContainerInfo is one container as reported by an agent and listed by
+// GET /api/v1/containers.
+type ContainerInfo struct {
+	ID       string    `json:"id"`
+	NodeID   string    `json:"node_id"`
+	Name     string    `json:"name"`
+	State    string    `json:"state"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// ContainerList is the body of GET /api/v1/containers.
+type ContainerList struct {
+	Containers []ContainerInfo `json:"containers"`
+}
+
+// ErrorBody is the JSON envelope of every error response:
+// {"error":{"code":"…","message":"…"}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail carries a stable machine code and a sentence for a person.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

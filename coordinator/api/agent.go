@@ -1,0 +1,167 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/execq/execq/coordinator/store"
+	"github.com/execq/execq/shared"
+)
+
+// Limits on agent requests.
+const (
+	maxInventoryBody = 4 << 20
+	maxInventory     = 10000
+	maxLeaseBatch    = 100
+	maxSmallBody     = 4 << 10
+	// MaxChunkBody bounds a heartbeat or finish body: 16 MiB of JSON holds
+	// about 12 MiB of base64 output. Agents send far less per request.
+	MaxChunkBody = 16 << 20
+)
+
+func (s *Server) putInventory(w http.ResponseWriter, r *http.Request) error {
+	var req shared.InventoryRequest
+	if err := decodeJSON(w, r, maxInventoryBody, &req); err != nil {
+		return err
+	}
+	if len(req.Containers) > maxInventory {
+		return badRequest("invalid_field", fmt.Sprintf("containers: at most %d per node", maxInventory))
+	}
+	cs := make([]store.Container, len(req.Containers))
+	seen := map[string]bool{}
+	for i, c := range req.Containers {
+		id, err := uuid.Parse(c.ID)
+		if err != nil || len(c.ID) != 36 {
+			return badRequest("invalid_field", fmt.Sprintf("containers[%d].id %q is not a UUID", i, c.ID))
+		}
+		if seen[id.String()] {
+			return badRequest("invalid_field", fmt.Sprintf("containers[%d].id %s is listed twice", i, id))
+		}
+		seen[id.String()] = true
+		if len(c.Name) > 256 || len(c.State) > 64 || strings.ContainsRune(c.Name+c.State, 0) {
+			return badRequest("invalid_field", fmt.Sprintf("containers[%d]: name (≤256 bytes) or state (≤64 bytes) invalid", i))
+		}
+		cs[i] = store.Container{ID: id.String(), Name: c.Name, State: c.State}
+	}
+	if err := s.store.ReplaceInventory(r.Context(), nodeFrom(r).ID, cs); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, shared.InventoryResponse{Accepted: len(cs)})
+}
+
+// lease is the long-poll. It holds no database connection while parked.
+func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
+	var req shared.LeaseRequest
+	if err := decodeJSON(w, r, maxSmallBody, &req); err != nil {
+		return err
+	}
+	if req.Max < 1 || req.Max > maxLeaseBatch {
+		return badRequest("invalid_field", fmt.Sprintf("max must be between 1 and %d", maxLeaseBatch))
+	}
+	if req.WaitMillis < 0 {
+		return badRequest("invalid_field", "wait_ms must not be negative")
+	}
+	wait := min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait)
+	cmds, err := s.poller.Poll(r.Context(), nodeFrom(r).ID, req.Max, wait)
+	if err != nil {
+		return err
+	}
+	resp := shared.LeaseResponse{
+		Commands:        make([]shared.LeasedCommand, len(cmds)),
+		LeaseTTLMillis:  int(s.cfg.LeaseTTL.Milliseconds()),
+		HeartbeatMillis: int(s.cfg.Heartbeat.Milliseconds()),
+	}
+	now := time.Now()
+	for i, c := range cmds {
+		resp.Commands[i] = shared.LeasedCommand{
+			ID: c.ID, ContainerID: c.ContainerID, Program: c.Program, Args: []string(c.Args),
+			Attempt: c.Attempt, LeaseExpiresAt: c.LeaseExpiresAt.Time.UTC(),
+		}
+		if resp.Commands[i].Args == nil {
+			resp.Commands[i].Args = []string{}
+		}
+		s.metrics.Dispatch.Observe(now.Sub(c.CreatedAt).Seconds())
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) start(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req shared.StartRequest
+	if err := decodeJSON(w, r, maxSmallBody, &req); err != nil {
+		return err
+	}
+	exp, err := s.store.Start(r.Context(), id, nodeFrom(r).ID, req.Attempt, s.cfg.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, shared.StartResponse{Status: shared.StatusRunning, LeaseExpiresAt: exp.UTC()})
+}
+
+func validChunks(chunks []shared.Chunk) error {
+	for i, c := range chunks {
+		if store.StreamNumber(c.Stream) == 0 {
+			return badRequest("invalid_field", fmt.Sprintf(`chunks[%d].stream must be "stdout" or "stderr"`, i))
+		}
+		if c.Offset < 0 {
+			return badRequest("invalid_field", fmt.Sprintf("chunks[%d].offset must not be negative", i))
+		}
+	}
+	return nil
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req shared.HeartbeatRequest
+	if err := decodeJSON(w, r, MaxChunkBody, &req); err != nil {
+		return err
+	}
+	if err := validChunks(req.Chunks); err != nil {
+		return err
+	}
+	off, exp, err := s.store.Heartbeat(r.Context(), id, nodeFrom(r).ID, req.Attempt, req.Chunks, s.cfg.LeaseTTL, s.cfg.OutputCap)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, shared.HeartbeatResponse{Offsets: off, LeaseExpiresAt: exp.UTC()})
+}
+
+func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req shared.FinishRequest
+	if err := decodeJSON(w, r, MaxChunkBody, &req); err != nil {
+		return err
+	}
+	if err := validChunks(req.Chunks); err != nil {
+		return err
+	}
+	if req.StdoutLength < 0 || req.StderrLength < 0 {
+		return badRequest("invalid_field", "stdout_length and stderr_length must not be negative")
+	}
+	if len(req.Error) > 4096 || strings.ContainsRune(req.Error, 0) {
+		return badRequest("invalid_field", "error must be at most 4096 bytes without NUL")
+	}
+	res, err := s.store.Finish(r.Context(), id, nodeFrom(r).ID, req, s.cfg.OutputCap)
+	if err != nil {
+		return err
+	}
+	if !res.Repeat {
+		s.metrics.Finished.WithLabelValues(string(res.Status)).Inc()
+		s.metrics.Exec.WithLabelValues(string(res.Status)).Observe(res.Ran.Seconds())
+	}
+	status := res.Status
+	return writeJSON(w, http.StatusOK, shared.FinishResponse{Status: status})
+}

@@ -1,0 +1,10 @@
+// Package api is the coordinator's HTTP surface: the public REST API for
+// operators (/api/v1), the agent protocol (/agent/v1, see docs/protocol.md),
+// health endpoints and /metrics.
+//
+// Handlers are small functions that return an error; one wrapper turns
+// errors into a status code and the JSON envelope
+// {"error":{"code":"…","message":"…"}}. Internal detail is logged, never
+// sent. Every request body is size-limited and decoded strictly, and every
+// rejection happens before anything is written.
+package api

@@ -1,0 +1,135 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/execq/execq/coordinator/store"
+	"github.com/execq/execq/shared"
+)
+
+// submit enqueues a command. requested_by is the authenticated caller, never
+// the body.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
+	containerID, err := pathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req shared.SubmitRequest
+	if err := decodeJSON(w, r, shared.MaxSubmitBodyBytes, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	c, err := s.store.Enqueue(r.Context(), containerID, userFrom(r).ID, req)
+	if errors.Is(err, store.ErrNotFound) {
+		return &Error{http.StatusNotFound, "unknown_container", "no agent has reported container " + containerID}
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/commands/"+c.ID)
+	return writeJSON(w, http.StatusAccepted, record(c))
+}
+
+// visibleCommand loads a command the caller may read. Another user's command
+// is reported as not found, so its existence does not leak.
+func (s *Server) visibleCommand(r *http.Request) (store.CommandWithOutput, error) {
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return store.CommandWithOutput{}, err
+	}
+	c, err := s.store.Get(r.Context(), id)
+	if err != nil {
+		return c, err
+	}
+	if u := userFrom(r); !u.IsAdmin && c.RequestedBy != u.ID {
+		return c, store.ErrNotFound
+	}
+	return c, nil
+}
+
+func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.visibleCommand(r)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, record(c))
+}
+
+// getOutput returns a stream's exact bytes: the record's JSON strings can
+// only show valid UTF-8.
+func (s *Server) getOutput(w http.ResponseWriter, r *http.Request) error {
+	name := r.URL.Query().Get("stream")
+	if name == "" {
+		name = shared.StreamStdout
+	}
+	stream := store.StreamNumber(name)
+	if stream == 0 {
+		return badRequest("invalid_stream", `stream must be "stdout" or "stderr"`)
+	}
+	c, err := s.visibleCommand(r)
+	if err != nil {
+		return err
+	}
+	out, err := s.store.Output(r.Context(), c.ID, stream)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("X-Execq-Status", string(c.Status))
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(out)
+	return err
+}
+
+func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) error {
+	cs, err := s.store.ListContainers(r.Context())
+	if err != nil {
+		return err
+	}
+	list := shared.ContainerList{Containers: make([]shared.ContainerInfo, len(cs))}
+	for i, c := range cs {
+		list.Containers[i] = shared.ContainerInfo{ID: c.ID, NodeID: c.NodeID, Name: c.Name, State: c.State, LastSeen: c.LastSeen.UTC()}
+	}
+	return writeJSON(w, http.StatusOK, list)
+}
+
+// record renders the public CommandExecutionRecord. Output is empty until the
+// command is terminal (the contract), and invalid UTF-8 is replaced so the
+// JSON is always valid; /output has the exact bytes.
+func record(c store.CommandWithOutput) shared.CommandExecutionRecord {
+	rec := shared.CommandExecutionRecord{
+		ID:              c.ID,
+		ContainerID:     c.ContainerID,
+		RequestedBy:     c.RequestedBy,
+		Program:         c.Program,
+		Args:            []string(c.Args),
+		Status:          c.Status,
+		CreatedAt:       c.CreatedAt.UTC(),
+		StdoutTruncated: c.StdoutTruncated,
+		StderrTruncated: c.StderrTruncated,
+	}
+	if rec.Args == nil {
+		rec.Args = []string{}
+	}
+	if c.Status.Terminal() {
+		rec.Stdout = strings.ToValidUTF8(string(c.Stdout), "\uFFFD")
+		rec.Stderr = strings.ToValidUTF8(string(c.Stderr), "\uFFFD")
+	}
+	if c.ExitCode.Valid {
+		code := int(c.ExitCode.Int32)
+		rec.ExitCode = &code
+	}
+	if c.StartedAt.Valid {
+		t := c.StartedAt.Time.UTC()
+		rec.StartedAt = &t
+	}
+	if c.FinishedAt.Valid {
+		t := c.FinishedAt.Time.UTC()
+		rec.FinishedAt = &t
+	}
+	return rec
+}

@@ -1,0 +1,103 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/execq/execq/coordinator/api"
+	"github.com/execq/execq/coordinator/lease"
+	"github.com/execq/execq/coordinator/metrics"
+	"github.com/execq/execq/coordinator/reaper"
+	"github.com/execq/execq/coordinator/store"
+)
+
+// App is a coordinator replica.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	Store    *store.Store
+	Notifier *lease.Notifier
+	Reaper   *reaper.Reaper
+	// Handler serves the whole HTTP surface.
+	Handler  http.Handler
+	draining chan struct{}
+}
+
+// New connects to the database, applies pending migrations and builds the
+// handler. Call Close when done.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DBMaxConns})
+	if err != nil {
+		return nil, err
+	}
+	applied, err := st.Migrate(ctx)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if len(applied) > 0 {
+		log.Info("applied migrations", "migrations", applied)
+	}
+	a := &App{cfg: cfg, log: log, Store: st, draining: make(chan struct{})}
+	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, store.NotifyChannel, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg, st, a.Notifier.Parked)
+	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log}
+	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining}
+	a.Handler = api.New(api.Config{
+		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap,
+	}, st, poller, m, reg, log)
+	return a, nil
+}
+
+// Close releases the pool.
+func (a *App) Close() error { return a.Store.Close() }
+
+// Background runs the notification listener and the reaper until ctx ends.
+func (a *App) Background(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Notifier.Run(ctx) })
+	g.Go(func() error { return a.Reaper.Run(ctx) })
+	return g.Wait()
+}
+
+// Run serves HTTP on cfg.Listen with the background loops until ctx ends,
+// then drains: parked polls answer empty at once, other requests get
+// ShutdownGrace to finish.
+func (a *App) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Background(gctx) })
+	g.Go(func() error {
+		a.log.Info("coordinator listening", "addr", ln.Addr().String())
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		close(a.draining)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}

@@ -1,0 +1,79 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the coordinator's configuration. Every field has a flag and an
+// EXECQ_* environment variable (see cmd/execq-coordinator); defaults live in
+// DefaultConfig.
+type Config struct {
+	// Listen is the HTTP address (EXECQ_LISTEN).
+	Listen string
+	// DatabaseURL is a lib/pq connection URL (EXECQ_DATABASE_URL).
+	DatabaseURL string
+	// DBMaxConns bounds the pool (EXECQ_DB_MAX_CONNS). Parked long-polls use
+	// none, so this is sized for request concurrency, not agent count.
+	DBMaxConns int
+	// LeaseTTL is how long a lease, or a running command, survives without a
+	// heartbeat before the reaper acts (EXECQ_LEASE_TTL).
+	LeaseTTL time.Duration
+	// Heartbeat is the interval agents are told to heartbeat at
+	// (EXECQ_HEARTBEAT_INTERVAL). Must leave room for retries within LeaseTTL.
+	Heartbeat time.Duration
+	// MaxWait caps a long-poll (EXECQ_LONGPOLL_MAX_WAIT).
+	MaxWait time.Duration
+	// SafetyPoll is how often a parked poll re-scans without a notification
+	// (EXECQ_SAFETY_POLL).
+	SafetyPoll time.Duration
+	// ReapInterval is how often the reaper runs (EXECQ_REAP_INTERVAL).
+	ReapInterval time.Duration
+	// OutputCap is the bytes kept per stream per command
+	// (EXECQ_OUTPUT_CAP_BYTES); past it the record says truncated.
+	OutputCap int64
+	// ShutdownGrace bounds how long in-flight requests may finish at stop
+	// (EXECQ_SHUTDOWN_GRACE).
+	ShutdownGrace time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        "127.0.0.1:8080",
+		DBMaxConns:    20,
+		LeaseTTL:      15 * time.Second,
+		Heartbeat:     3 * time.Second,
+		MaxWait:       30 * time.Second,
+		SafetyPoll:    5 * time.Second,
+		ReapInterval:  time.Second,
+		OutputCap:     64 << 20,
+		ShutdownGrace: 10 * time.Second,
+	}
+}
+
+// Validate reports the first setting an operator must fix.
+func (c Config) Validate() error {
+	switch {
+	case c.DatabaseURL == "":
+		return errors.New("--database-url (EXECQ_DATABASE_URL) is required, e.g. postgres://execq@localhost/execq?sslmode=disable")
+	case c.Listen == "":
+		return errors.New("--listen (EXECQ_LISTEN) must not be empty")
+	case c.DBMaxConns < 2:
+		return errors.New("--db-max-conns (EXECQ_DB_MAX_CONNS) must be at least 2")
+	case c.LeaseTTL < time.Second:
+		return errors.New("--lease-ttl (EXECQ_LEASE_TTL) must be at least 1s")
+	case c.Heartbeat <= 0 || c.Heartbeat*2 > c.LeaseTTL:
+		return fmt.Errorf("--heartbeat-interval (EXECQ_HEARTBEAT_INTERVAL) must be positive and at most half the lease TTL (%s), so one lost heartbeat is survivable", c.LeaseTTL)
+	case c.MaxWait <= 0:
+		return errors.New("--longpoll-max-wait (EXECQ_LONGPOLL_MAX_WAIT) must be positive")
+	case c.SafetyPoll <= 0:
+		return errors.New("--safety-poll (EXECQ_SAFETY_POLL) must be positive")
+	case c.ReapInterval <= 0:
+		return errors.New("--reap-interval (EXECQ_REAP_INTERVAL) must be positive")
+	case c.OutputCap < 1024:
+		return errors.New("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be at least 1024")
+	}
+	return nil
+}

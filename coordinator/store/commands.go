@@ -1,0 +1,371 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/execq/execq/shared"
+)
+
+// NotifyChannel is the PostgreSQL NOTIFY channel an enqueue signals on; the
+// payload is the node ID whose agents should re-scan the queue.
+const NotifyChannel = "execq_commands"
+
+// Command is a row of the job table without its assembled output.
+type Command struct {
+	ID              string         `db:"id"`
+	ContainerID     string         `db:"container_id"`
+	NodeID          string         `db:"node_id"`
+	RequestedBy     string         `db:"requested_by"`
+	Program         string         `db:"program"`
+	Args            pq.StringArray `db:"args"`
+	Status          shared.Status  `db:"status"`
+	CreatedAt       time.Time      `db:"created_at"`
+	Attempt         int            `db:"attempt"`
+	LeasedBy        sql.NullString `db:"leased_by"`
+	LeaseExpiresAt  sql.NullTime   `db:"lease_expires_at"`
+	StartedAt       sql.NullTime   `db:"started_at"`
+	FinishedAt      sql.NullTime   `db:"finished_at"`
+	ExitCode        sql.NullInt32  `db:"exit_code"`
+	StdoutLen       int64          `db:"stdout_len"`
+	StderrLen       int64          `db:"stderr_len"`
+	StdoutTruncated bool           `db:"stdout_truncated"`
+	StderrTruncated bool           `db:"stderr_truncated"`
+}
+
+// CommandWithOutput adds the assembled output, present once terminal.
+type CommandWithOutput struct {
+	Command
+	Stdout []byte `db:"stdout"`
+	Stderr []byte `db:"stderr"`
+}
+
+const commandCols = `id, container_id, node_id, requested_by, program, args, status, created_at, attempt,
+	leased_by, lease_expires_at, started_at, finished_at, exit_code,
+	stdout_len, stderr_len, stdout_truncated, stderr_truncated`
+
+// GapError says a chunk started past the stored end of its stream. Offsets
+// are what is stored, so the agent resends from there.
+type GapError struct {
+	Offsets shared.Offsets
+}
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("output gap: stored stdout=%d stderr=%d", e.Offsets.Stdout, e.Offsets.Stderr)
+}
+
+// Enqueue inserts a queued command for a known container and notifies the
+// container's node, in one statement: the notification is delivered when it
+// commits, so a woken poller always finds the row. ErrNotFound means the
+// container was never reported (or is gone).
+func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
+	var c CommandWithOutput
+	err := s.db.GetContext(ctx, &c, `
+		WITH target AS (SELECT node_id FROM containers WHERE id = $2),
+		ins AS (
+			INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status)
+			SELECT $1, $2, target.node_id, $3, $4, $5, 'queued' FROM target
+			RETURNING `+commandCols+`, stdout, stderr)
+		SELECT ins.* FROM ins, LATERAL (SELECT pg_notify('`+NotifyChannel+`', ins.node_id::text)) AS n`,
+		uuid.NewString(), containerID, requestedBy, req.Program, pq.StringArray(req.Args))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
+	}
+	return c, nil
+}
+
+// Get returns a command with its assembled output.
+func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
+	var c CommandWithOutput
+	err := s.db.GetContext(ctx, &c, `SELECT `+commandCols+`, stdout, stderr FROM commands WHERE id = $1`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	return c, interpretError(err)
+}
+
+// Output returns the exact bytes of one stream: the assembled column once
+// the command is terminal, the chunks received so far while it runs.
+func (s *Store) Output(ctx context.Context, id string, stream int) ([]byte, error) {
+	col := "stdout"
+	if stream == streamStderr {
+		col = "stderr"
+	}
+	var out []byte
+	err := s.db.GetContext(ctx, &out, `
+		SELECT CASE WHEN c.status IN ('queued','running')
+			THEN coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
+				WHERE command_id = c.id AND stream = $2), ''::bytea)
+			ELSE c.`+col+` END
+		FROM commands c WHERE c.id = $1`, id, stream)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return out, interpretError(err)
+}
+
+// Stream numbers as stored in command_chunks.
+const (
+	streamStdout = 1
+	streamStderr = 2
+)
+
+// StreamNumber maps a wire stream name to its stored number (0 if unknown).
+func StreamNumber(name string) int {
+	switch name {
+	case shared.StreamStdout:
+		return streamStdout
+	case shared.StreamStderr:
+		return streamStderr
+	}
+	return 0
+}
+
+// Claim leases up to max queued commands of a node in submit order: one
+// UPDATE over a FOR UPDATE SKIP LOCKED subquery, so concurrent pollers on
+// any replica never take the same row. A command whose earlier lease expired
+// before start is claimable again.
+func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Duration) ([]Command, error) {
+	cs := []Command{}
+	err := s.db.SelectContext(ctx, &cs, `
+		UPDATE commands c SET attempt = c.attempt + 1, leased_by = $1,
+			lease_expires_at = now() + $3 * interval '1 millisecond'
+		WHERE c.id IN (
+			SELECT id FROM commands
+			WHERE node_id = $1 AND status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())
+			ORDER BY created_at LIMIT $2
+			FOR UPDATE SKIP LOCKED)
+		RETURNING `+commandCols, nodeID, max, ttl.Milliseconds())
+	if err != nil {
+		return nil, fmt.Errorf("claim for node %s: %w", nodeID, interpretError(err))
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].CreatedAt.Before(cs[j].CreatedAt) })
+	return cs, nil
+}
+
+// Start marks a leased command running: the agent's permission to execute.
+// It is idempotent for the same lease (a retried request whose answer was
+// lost gets the same yes) and refuses anything else.
+func (s *Store) Start(ctx context.Context, id, nodeID string, attempt int, ttl time.Duration) (time.Time, error) {
+	var exp time.Time
+	err := s.db.GetContext(ctx, &exp, `
+		UPDATE commands SET status = 'running', started_at = now(),
+			lease_expires_at = now() + $4 * interval '1 millisecond'
+		WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued' AND lease_expires_at > now()
+		RETURNING lease_expires_at`, id, nodeID, attempt, ttl.Milliseconds())
+	if err == nil {
+		return exp, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return exp, fmt.Errorf("start command %s: %w", id, interpretError(err))
+	}
+	c, err := s.lookupForNode(ctx, s.db, id, nodeID, false)
+	if err != nil {
+		return exp, err
+	}
+	switch {
+	case c.Status == shared.StatusCancelled:
+		return exp, ErrCancelled
+	case c.Status == shared.StatusRunning && c.owns(nodeID, attempt):
+		return c.LeaseExpiresAt.Time, nil
+	}
+	return exp, ErrLeaseLost
+}
+
+// owns reports whether the row is still held by this node under this lease.
+func (c *Command) owns(nodeID string, attempt int) bool {
+	return c.LeasedBy.Valid && c.LeasedBy.String == nodeID && c.Attempt == attempt
+}
+
+// lookupForNode reads a command on behalf of an agent: ErrNotFound if it does
+// not exist, ErrForbidden if it belongs to another node.
+func (s *Store) lookupForNode(ctx context.Context, q sqlx.QueryerContext, id, nodeID string, lock bool) (Command, error) {
+	var c Command
+	query := `SELECT ` + commandCols + ` FROM commands WHERE id = $1`
+	if lock {
+		query += ` FOR UPDATE`
+	}
+	err := sqlx.GetContext(ctx, q, &c, query, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, interpretError(err)
+	}
+	if c.NodeID != nodeID {
+		return c, ErrForbidden
+	}
+	return c, nil
+}
+
+// Heartbeat renews a running command's lease and appends output chunks.
+// It returns the stored offsets.
+func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, chunks []shared.Chunk, ttl time.Duration, outputCap int64) (shared.Offsets, time.Time, error) {
+	var (
+		off shared.Offsets
+		exp time.Time
+	)
+	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
+		c, err := s.lockRunning(ctx, tx, id, nodeID, attempt)
+		if err != nil {
+			return err
+		}
+		if off, err = appendChunks(ctx, tx, &c, chunks, outputCap); err != nil {
+			return err
+		}
+		return interpretError(tx.GetContext(ctx, &exp, `UPDATE commands SET lease_expires_at = now() + $2 * interval '1 millisecond'
+			WHERE id = $1 RETURNING lease_expires_at`, id, ttl.Milliseconds()))
+	})
+	return off, exp, err
+}
+
+// lockRunning locks the row and checks the caller still holds a running lease.
+func (s *Store) lockRunning(ctx context.Context, tx *sqlx.Tx, id, nodeID string, attempt int) (Command, error) {
+	c, err := s.lookupForNode(ctx, tx, id, nodeID, true)
+	if err != nil {
+		return c, err
+	}
+	if c.Status != shared.StatusRunning || !c.owns(nodeID, attempt) {
+		return c, ErrLeaseLost
+	}
+	return c, nil
+}
+
+// appendChunks stores the new part of each chunk. A chunk wholly below the
+// stored end is a retry and is ignored; one overlapping it is trimmed; one
+// starting past it is a gap, which aborts the transaction so nothing of the
+// request is half-applied. Bytes past outputCap are counted, not stored, and
+// the stream is marked truncated.
+func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (shared.Offsets, error) {
+	lens := map[int]*int64{streamStdout: &c.StdoutLen, streamStderr: &c.StderrLen}
+	trunc := map[int]*bool{streamStdout: &c.StdoutTruncated, streamStderr: &c.StderrTruncated}
+	for _, ch := range chunks {
+		stream := StreamNumber(ch.Stream)
+		if stream == 0 {
+			return shared.Offsets{}, fmt.Errorf("unknown stream %q", ch.Stream)
+		}
+		stored := lens[stream]
+		if ch.Offset > *stored {
+			return shared.Offsets{}, &GapError{Offsets: shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}}
+		}
+		end := ch.Offset + int64(len(ch.Data))
+		if end <= *stored {
+			continue
+		}
+		data := ch.Data[*stored-ch.Offset:]
+		keep := data
+		if room := outputCap - *stored; room < int64(len(data)) {
+			keep = data[:max(room, 0)]
+			*trunc[stream] = true
+		}
+		if len(keep) > 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO command_chunks (command_id, stream, off, data) VALUES ($1, $2, $3, $4)`,
+				c.ID, stream, *stored, keep); err != nil {
+				return shared.Offsets{}, interpretError(err)
+			}
+		}
+		*stored = end
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
+		stdout_truncated = $4, stderr_truncated = $5 WHERE id = $1`,
+		c.ID, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated); err != nil {
+		return shared.Offsets{}, interpretError(err)
+	}
+	return shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}, nil
+}
+
+// ErrLengthMismatch: the agent declared less output than was already stored.
+var ErrLengthMismatch = errors.New("declared output length is below what was already received")
+
+// Finish records a command's end: it appends the last chunks, checks every
+// captured byte has arrived (a *GapError otherwise, with the chunks of this
+// request kept), folds the chunks into the record and sets the terminal
+// status. A repeat by the same lease returns the stored status.
+func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.FinishRequest, outputCap int64) (FinishResult, error) {
+	var res FinishResult
+	var gap *GapError
+	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
+		c, err := s.lookupForNode(ctx, tx, id, nodeID, true)
+		if err != nil {
+			return err
+		}
+		if c.Status.Terminal() && c.owns(nodeID, req.Attempt) {
+			res = FinishResult{Status: c.Status, Repeat: true}
+			return nil
+		}
+		if c.Status != shared.StatusRunning || !c.owns(nodeID, req.Attempt) {
+			return ErrLeaseLost
+		}
+		off, err := appendChunks(ctx, tx, &c, req.Chunks, outputCap)
+		if err != nil {
+			return err
+		}
+		if req.StdoutLength < off.Stdout || req.StderrLength < off.Stderr {
+			return ErrLengthMismatch
+		}
+		if req.StdoutLength > off.Stdout || req.StderrLength > off.Stderr {
+			// Keep what arrived; the agent resends the rest and finishes again.
+			gap = &GapError{Offsets: off}
+			return nil
+		}
+		res.Status = shared.StatusFailed
+		var exit sql.NullInt32
+		if req.ExitCode != nil {
+			exit = sql.NullInt32{Int32: int32(*req.ExitCode), Valid: true}
+			if *req.ExitCode == 0 && req.Error == "" {
+				res.Status = shared.StatusSucceeded
+			}
+		}
+		note := ""
+		if req.Error != "" {
+			note = "execq: " + req.Error + "\n"
+		}
+		res.Ran, err = finalize(ctx, tx, id, res.Status, exit, note, false)
+		return err
+	})
+	if err == nil && gap != nil {
+		return res, gap
+	}
+	return res, err
+}
+
+// FinishResult is what Finish stored.
+type FinishResult struct {
+	Status shared.Status
+	// Ran is the time from start to finish.
+	Ran time.Duration
+	// Repeat says the command had already been finished by this lease.
+	Repeat bool
+}
+
+// finalize folds a command's chunks into its record and makes it terminal.
+// note is appended to stderr (an execq line explaining an internal failure).
+// clearLease drops leased_by so a later finish by the old lease is refused.
+func finalize(ctx context.Context, tx *sqlx.Tx, id string, status shared.Status, exit sql.NullInt32, note string, clearLease bool) (time.Duration, error) {
+	var ran float64
+	err := tx.GetContext(ctx, &ran, `
+		UPDATE commands SET status = $2, exit_code = $3, finished_at = now(), lease_expires_at = NULL,
+			leased_by = CASE WHEN $5 THEN NULL ELSE leased_by END,
+			stdout = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
+				WHERE command_id = $1 AND stream = 1), ''::bytea),
+			stderr = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
+				WHERE command_id = $1 AND stream = 2), ''::bytea) || convert_to($4, 'UTF8')
+		WHERE id = $1
+		RETURNING coalesce(extract(epoch FROM finished_at - started_at), 0)::float8`, id, status, exit, note, clearLease)
+	if err != nil {
+		return 0, interpretError(err)
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM command_chunks WHERE command_id = $1`, id)
+	return time.Duration(ran * float64(time.Second)), interpretError(err)
+}

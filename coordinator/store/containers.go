@@ -1,0 +1,62 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Container is one row of the inventory.
+type Container struct {
+	ID       string    `db:"id"`
+	NodeID   string    `db:"node_id"`
+	Name     string    `db:"name"`
+	State    string    `db:"state"`
+	LastSeen time.Time `db:"last_seen_at"`
+}
+
+// ReplaceInventory makes the node's containers exactly the given set: listed
+// ones are upserted, the node's others removed. A container ID already owned
+// by another node is refused with ErrConflict, so one agent cannot take over
+// another host's container and receive its commands.
+func (s *Store) ReplaceInventory(ctx context.Context, nodeID string, cs []Container) error {
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+	}
+	return s.WithTx(ctx, func(tx *sqlx.Tx) error {
+		var taken []string
+		if err := tx.SelectContext(ctx, &taken,
+			`SELECT id FROM containers WHERE id = ANY($1::uuid[]) AND node_id <> $2`, pq.Array(ids), nodeID); err != nil {
+			return interpretError(err)
+		}
+		if len(taken) > 0 {
+			return fmt.Errorf("%w: container %s is reported by another node", ErrConflict, taken[0])
+		}
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM containers WHERE node_id = $1 AND NOT (id = ANY($2::uuid[]))`, nodeID, pq.Array(ids)); err != nil {
+			return interpretError(err)
+		}
+		for _, c := range cs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO containers (id, node_id, name, state, last_seen_at)
+				VALUES ($1, $2, $3, $4, now())
+				ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, state = EXCLUDED.state, last_seen_at = now()`,
+				c.ID, nodeID, c.Name, c.State); err != nil {
+				return interpretError(err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen_at = now() WHERE id = $1`, nodeID)
+		return interpretError(err)
+	})
+}
+
+// ListContainers returns every reported container, by node then name.
+func (s *Store) ListContainers(ctx context.Context) ([]Container, error) {
+	cs := []Container{}
+	err := s.db.SelectContext(ctx, &cs,
+		`SELECT id, node_id, name, state, last_seen_at FROM containers ORDER BY node_id, name, id`)
+	return cs, interpretError(err)
+}

@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// Token prefixes tell a person which kind of secret they hold; the server
+// never relies on them (a user token is simply not found among nodes).
+const (
+	userTokenPrefix = "execq_u_"
+	nodeTokenPrefix = "execq_n_"
+)
+
+// User is an authenticated operator.
+type User struct {
+	ID      string `db:"id"`
+	Name    string `db:"name"`
+	IsAdmin bool   `db:"is_admin"`
+}
+
+// Node is an authenticated agent's host.
+type Node struct {
+	ID   string `db:"id"`
+	Name string `db:"name"`
+}
+
+// newToken returns a fresh secret and its hash. Tokens carry 256 random bits,
+// so a plain SHA-256 is a safe, fast, indexable hash (no password stretching
+// needed).
+func newToken(prefix string) (string, []byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", nil, err
+	}
+	tok := prefix + base64.RawURLEncoding.EncodeToString(b)
+	return tok, hashToken(tok), nil
+}
+
+func hashToken(tok string) []byte {
+	h := sha256.Sum256([]byte(tok))
+	return h[:]
+}
+
+// CreateUser adds a user and returns it with its token, shown only now.
+func (s *Store) CreateUser(ctx context.Context, name string, admin bool) (User, string, error) {
+	tok, hash, err := newToken(userTokenPrefix)
+	if err != nil {
+		return User{}, "", err
+	}
+	u := User{ID: uuid.NewString(), Name: name, IsAdmin: admin}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO users (id, name, token_hash, is_admin) VALUES ($1, $2, $3, $4)`,
+		u.ID, name, hash, admin)
+	if err != nil {
+		return User{}, "", fmt.Errorf("create user %q: %w", name, interpretError(err))
+	}
+	return u, tok, nil
+}
+
+// CreateNode adds a node (one agent's identity) and returns its token.
+func (s *Store) CreateNode(ctx context.Context, name string) (Node, string, error) {
+	tok, hash, err := newToken(nodeTokenPrefix)
+	if err != nil {
+		return Node{}, "", err
+	}
+	n := Node{ID: uuid.NewString(), Name: name}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO nodes (id, name, token_hash) VALUES ($1, $2, $3)`, n.ID, name, hash)
+	if err != nil {
+		return Node{}, "", fmt.Errorf("create node %q: %w", name, interpretError(err))
+	}
+	return n, tok, nil
+}
+
+// UserByToken authenticates a user token.
+func (s *Store) UserByToken(ctx context.Context, tok string) (User, error) {
+	var u User
+	err := s.db.GetContext(ctx, &u, `SELECT id, name, is_admin FROM users WHERE token_hash = $1`, hashToken(tok))
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrNotFound
+	}
+	return u, interpretError(err)
+}
+
+// NodeByToken authenticates a node token. It only reads: agents call on
+// every heartbeat, and last_seen_at is kept by the inventory and lease calls.
+func (s *Store) NodeByToken(ctx context.Context, tok string) (Node, error) {
+	var n Node
+	err := s.db.GetContext(ctx, &n, `SELECT id, name FROM nodes WHERE token_hash = $1`, hashToken(tok))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Node{}, ErrNotFound
+	}
+	return n, interpretError(err)
+}

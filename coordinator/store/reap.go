@@ -1,0 +1,82 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/execq/execq/shared"
+)
+
+// RequeueExpired releases leases that expired before start, so the commands
+// are queued and leasable again, and notifies their nodes. It returns how many
+// it released.
+func (s *Store) RequeueExpired(ctx context.Context) (int, error) {
+	var nodes []string
+	err := s.db.SelectContext(ctx, &nodes, `
+		WITH expired AS (
+			SELECT id FROM commands
+			WHERE status = 'queued' AND leased_by IS NOT NULL AND lease_expires_at < now()
+			FOR UPDATE SKIP LOCKED),
+		upd AS (
+			UPDATE commands c SET leased_by = NULL, lease_expires_at = NULL
+			FROM expired WHERE c.id = expired.id RETURNING c.node_id)
+		SELECT upd.node_id FROM upd, LATERAL (SELECT pg_notify('`+NotifyChannel+`', upd.node_id::text)) AS n`)
+	if err != nil {
+		return 0, fmt.Errorf("requeue expired leases: %w", interpretError(err))
+	}
+	return len(nodes), nil
+}
+
+// FailLost marks running commands whose heartbeats stopped as failed, with an
+// "agent lost" line in stderr. They are never re-run: the program may have
+// done part or all of its work. Rows locked by a concurrent heartbeat or by
+// another replica's reaper are skipped this round. Returns the IDs failed.
+func (s *Store) FailLost(ctx context.Context, limit int) ([]string, error) {
+	var lost []struct {
+		ID       string       `db:"id"`
+		NodeName string       `db:"node_name"`
+		Expired  sql.NullTime `db:"lease_expires_at"`
+	}
+	var ids []string
+	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
+		if err := tx.SelectContext(ctx, &lost, `
+			SELECT c.id, n.name AS node_name, c.lease_expires_at FROM commands c JOIN nodes n ON n.id = c.node_id
+			WHERE c.status = 'running' AND c.lease_expires_at < now()
+			ORDER BY c.lease_expires_at LIMIT $1
+			FOR UPDATE OF c SKIP LOCKED`, limit); err != nil {
+			return interpretError(err)
+		}
+		for _, l := range lost {
+			note := fmt.Sprintf("execq: agent lost: node %q stopped sending heartbeats (lease expired %s); "+
+				"the command may have been interrupted and is not re-run\n",
+				l.NodeName, l.Expired.Time.UTC().Format("2006-01-02T15:04:05.000Z"))
+			if _, err := finalize(ctx, tx, l.ID, shared.StatusFailed, sql.NullInt32{}, note, true); err != nil {
+				return err
+			}
+			ids = append(ids, l.ID)
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// QueueStats feeds the queue metrics.
+type QueueStats struct {
+	Queued        int64           `db:"queued"`
+	Running       int64           `db:"running"`
+	OldestQueuedS sql.NullFloat64 `db:"oldest_queued_seconds"`
+}
+
+// Stats counts live commands for the metrics collector.
+func (s *Store) Stats(ctx context.Context) (QueueStats, error) {
+	var q QueueStats
+	err := s.db.GetContext(ctx, &q, `
+		SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+		       count(*) FILTER (WHERE status = 'running') AS running,
+		       extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float8 AS oldest_queued_seconds
+		FROM commands WHERE status IN ('queued','running')`)
+	return q, interpretError(err)
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Sentinel errors. The API maps them to status codes.
+var (
+	// ErrNotFound: no such row, or one the caller may not see.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique name is taken.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: PostgreSQL cannot be reached; the request may be retried.
+	ErrUnavailable = errors.New("database unavailable")
+	// ErrForbidden: the command or lease belongs to another node.
+	ErrForbidden = errors.New("forbidden")
+	// ErrLeaseLost: the caller's lease expired, was replaced, or the command
+	// was reaped or finished under another lease.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrCancelled: the command was cancelled before it started.
+	ErrCancelled = errors.New("cancelled")
+)
+
+// Store wraps the connection pool.
+type Store struct {
+	db *sqlx.DB
+}
+
+// Options tune the pool.
+type Options struct {
+	// MaxConns bounds open connections. Long-polls never hold one while they
+	// wait, so a small pool serves many agents.
+	MaxConns int
+}
+
+// Open connects to PostgreSQL and checks the connection.
+func Open(ctx context.Context, url string, opt Options) (*Store, error) {
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if opt.MaxConns > 0 {
+		db.SetMaxOpenConns(opt.MaxConns)
+		db.SetMaxIdleConns(opt.MaxConns)
+	}
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the pool for metrics (pool statistics).
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// Ping reports whether PostgreSQL answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return interpretError(s.db.PingContext(ctx))
+}
+
+// WithTx runs fn in a transaction, committing on nil and rolling back on an
+// error or a panic.
+func (s *Store) WithTx(ctx context.Context, fn func(tx *sqlx.Tx) error) (err error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return interpretError(err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback()
+			panic(p)
+		}
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	return interpretError(tx.Commit())
+}
+
+// interpretError maps driver errors to the package sentinels, keeping the
+// original in the chain for logs.
+func interpretError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch {
+		case pqErr.Code == "23505": // unique_violation
+			return fmt.Errorf("%w: %s", ErrConflict, pqErr.Message)
+		case pqErr.Code.Class() == "08", // connection exception
+			pqErr.Code == "57P01", pqErr.Code == "57P02", pqErr.Code == "57P03", // shutdown, crash, cannot connect now
+			pqErr.Code == "53300": // too many connections
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return err
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}

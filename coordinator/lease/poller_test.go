@@ -1,0 +1,151 @@
+package lease
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/execq/execq/coordinator/store"
+)
+
+// fakeClaimer is an in-memory queue: enough to test the wait logic alone.
+// The real claim query is proven against PostgreSQL in the app tests.
+type fakeClaimer struct {
+	mu     sync.Mutex
+	queues map[string][]store.Command
+}
+
+func (f *fakeClaimer) Claim(_ context.Context, node string, max int, _ time.Duration) ([]store.Command, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := f.queues[node]
+	n := min(max, len(q))
+	if n == 0 {
+		return nil, nil
+	}
+	f.queues[node] = q[n:]
+	return q[:n], nil
+}
+
+func (f *fakeClaimer) push(node, id string) {
+	f.mu.Lock()
+	if f.queues == nil {
+		f.queues = map[string][]store.Command{}
+	}
+	f.queues[node] = append(f.queues[node], store.Command{ID: id})
+	f.mu.Unlock()
+}
+
+func newPoller(c Claimer, safety time.Duration) (*Poller, *Notifier, chan struct{}) {
+	n := NewNotifier("", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	draining := make(chan struct{})
+	return &Poller{Store: c, Notifier: n, TTL: time.Second, SafetyInterval: safety, Draining: draining}, n, draining
+}
+
+type pollResult struct {
+	cmds []store.Command
+	err  error
+}
+
+func poll(p *Poller, node string, wait time.Duration) chan pollResult {
+	ch := make(chan pollResult, 1)
+	go func() {
+		cmds, err := p.Poll(context.Background(), node, 5, wait)
+		ch <- pollResult{cmds, err}
+	}()
+	return ch
+}
+
+// waitParked blocks until n polls are subscribed.
+func waitParked(t *testing.T, n *Notifier, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Parked() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked = %d, want %d", n.Parked(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestPollWakesOnlyItsNode(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, time.Hour)
+	res := poll(p, "node-a", time.Hour)
+	waitParked(t, n, 1)
+
+	c.push("node-a", "cmd-1")
+	n.Wake("node-b") // another node's enqueue must not wake this poll
+	select {
+	case r := <-res:
+		t.Fatalf("poll returned on another node's wake-up: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	n.Wake("node-a")
+	var r pollResult
+	select {
+	case r = <-res:
+	case <-time.After(5 * time.Second):
+		t.Fatal("poll not woken by its node's notification")
+	}
+	if r.err != nil || len(r.cmds) != 1 || r.cmds[0].ID != "cmd-1" {
+		t.Fatalf("got %+v, want cmd-1", r)
+	}
+	if n.Parked() != 0 {
+		t.Fatalf("poll still subscribed after returning")
+	}
+}
+
+func TestPollEndsEmptyAtDeadline(t *testing.T) {
+	p, _, _ := newPoller(&fakeClaimer{}, time.Hour)
+	r := <-poll(p, "node-a", 20*time.Millisecond)
+	if r.err != nil || len(r.cmds) != 0 {
+		t.Fatalf("got %+v, want empty answer", r)
+	}
+}
+
+func TestSafetyPollFindsWorkWithoutNotification(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, 10*time.Millisecond)
+	res := poll(p, "node-a", time.Hour)
+	waitParked(t, n, 1)
+	c.push("node-a", "cmd-lost-notify")
+	r := <-res
+	if len(r.cmds) != 1 {
+		t.Fatalf("got %+v, want the command found by the safety re-scan", r)
+	}
+}
+
+func TestDrainingAnswersParkedPollsEmpty(t *testing.T) {
+	p, n, draining := newPoller(&fakeClaimer{}, time.Hour)
+	res := poll(p, "node-a", time.Hour)
+	waitParked(t, n, 1)
+	close(draining)
+	r := <-res
+	if r.err != nil || len(r.cmds) != 0 {
+		t.Fatalf("got %+v, want empty answer on drain", r)
+	}
+}
+
+func TestWakeAllAfterReconnect(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, time.Hour)
+	a, b := poll(p, "node-a", time.Hour), poll(p, "node-b", time.Hour)
+	waitParked(t, n, 2)
+	c.push("node-a", "x")
+	c.push("node-b", "y")
+	n.Wake("") // what a listener reconnect does
+	for _, res := range []chan pollResult{a, b} {
+		select {
+		case r := <-res:
+			if len(r.cmds) != 1 {
+				t.Fatalf("got %+v, want one command", r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a poll was not woken by wake-all")
+		}
+	}
+}

@@ -3,8 +3,11 @@ package api
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/execq/execq/coordinator/lease"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/shared"
 )
@@ -51,12 +54,70 @@ func (s *Server) visibleCommand(r *http.Request) (store.CommandWithOutput, error
 	return c, nil
 }
 
+// getCommand returns the record. With ?wait=DURATION (e.g. 30s, capped by the
+// long-poll maximum) it answers as soon as the command is terminal, or with
+// its current state when the wait ends. Waiting holds no database connection:
+// a completion notification (from any replica) or a safety re-read wakes it.
 func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.visibleCommand(r)
+	wait, err := waitParam(r, s.cfg.MaxWait)
 	if err != nil {
 		return err
 	}
+	c, err := s.visibleCommand(r)
+	if err != nil || c.Status.Terminal() || wait == 0 {
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, record(c))
+	}
+	wake, cancel := s.poller.Notifier.Subscribe(lease.Key(store.FinishedChannel, c.ID))
+	defer cancel()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	safety := time.NewTicker(s.poller.SafetyInterval)
+	defer safety.Stop()
+	for {
+		// Re-read after subscribing, so a finish between the first read and
+		// the subscription is not missed.
+		if c, err = s.store.Get(r.Context(), c.ID); err != nil {
+			return err
+		}
+		if c.Status.Terminal() {
+			break
+		}
+		select {
+		case <-wake:
+			continue
+		case <-safety.C:
+			continue
+		case <-deadline.C:
+		case <-s.poller.Draining:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		break
+	}
 	return writeJSON(w, http.StatusOK, record(c))
+}
+
+// waitParam parses ?wait= as a Go duration ("30s") or whole seconds ("30").
+func waitParam(r *http.Request, max time.Duration) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		secs, serr := strconv.Atoi(v)
+		if serr != nil {
+			return 0, badRequest("invalid_wait", `wait must be a duration such as "30s" or a number of seconds`)
+		}
+		d = time.Duration(secs) * time.Second
+	}
+	if d < 0 {
+		return 0, badRequest("invalid_wait", "wait must not be negative")
+	}
+	return min(d, max), nil
 }
 
 // getOutput returns a stream's exact bytes: the record's JSON strings can

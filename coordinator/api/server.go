@@ -55,20 +55,25 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	r.Handle("/readyz", s.wrap(s.readyz)).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
-	user := r.PathPrefix("/api/v1").Subrouter()
-	user.Use(s.authUser)
-	user.Handle("/containers", s.wrap(s.listContainers)).Methods(http.MethodGet)
-	user.Handle("/containers/{id}/commands", s.wrap(s.submit)).Methods(http.MethodPost)
-	user.Handle("/commands/{id}", s.wrap(s.getCommand)).Methods(http.MethodGet)
-	user.Handle("/commands/{id}/output", s.wrap(s.getOutput)).Methods(http.MethodGet)
+	// Routes are registered on the root router, each wrapped in its
+	// authentication, rather than on PathPrefix subrouters: gorilla/mux
+	// v1.8.1 loses a subrouter's method mismatch, turning 405 into 404.
+	user := func(method, path string, h handlerFunc) {
+		r.Handle("/api/v1"+path, s.authUser(s.wrap(h))).Methods(method)
+	}
+	user(http.MethodGet, "/containers", s.listContainers)
+	user(http.MethodPost, "/containers/{id}/commands", s.submit)
+	user(http.MethodGet, "/commands/{id}", s.getCommand)
+	user(http.MethodGet, "/commands/{id}/output", s.getOutput)
 
-	agent := r.PathPrefix("/agent/v1").Subrouter()
-	agent.Use(s.authNode)
-	agent.Handle("/containers", s.wrap(s.putInventory)).Methods(http.MethodPut)
-	agent.Handle("/lease", s.wrap(s.lease)).Methods(http.MethodPost)
-	agent.Handle("/commands/{id}/start", s.wrap(s.start)).Methods(http.MethodPost)
-	agent.Handle("/commands/{id}/heartbeat", s.wrap(s.heartbeat)).Methods(http.MethodPost)
-	agent.Handle("/commands/{id}/finish", s.wrap(s.finish)).Methods(http.MethodPost)
+	agent := func(method, path string, h handlerFunc) {
+		r.Handle("/agent/v1"+path, s.authNode(s.wrap(h))).Methods(method)
+	}
+	agent(http.MethodPut, "/containers", s.putInventory)
+	agent(http.MethodPost, "/lease", s.lease)
+	agent(http.MethodPost, "/commands/{id}/start", s.start)
+	agent(http.MethodPost, "/commands/{id}/heartbeat", s.heartbeat)
+	agent(http.MethodPost, "/commands/{id}/finish", s.finish)
 
 	r.Use(s.instrument)
 	return r

@@ -9,56 +9,68 @@ import (
 	"github.com/lib/pq"
 )
 
-// Notifier fans PostgreSQL notifications out to parked long-polls by node.
+// Notifier fans PostgreSQL notifications out to parked waiters by key: the
+// channel and the payload (a node ID for enqueues, a command ID for
+// completions), see Key.
 type Notifier struct {
-	url     string
-	channel string
-	log     *slog.Logger
+	url      string
+	channels []string
+	log      *slog.Logger
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{}
 }
 
-// NewNotifier prepares a notifier for channel on the database at url.
-func NewNotifier(url, channel string, log *slog.Logger) *Notifier {
-	return &Notifier{url: url, channel: channel, log: log, waiters: map[string]map[chan struct{}]struct{}{}}
+// NewNotifier prepares a notifier for channels on the database at url.
+func NewNotifier(url string, channels []string, log *slog.Logger) *Notifier {
+	return &Notifier{url: url, channels: channels, log: log, waiters: map[string]map[chan struct{}]struct{}{}}
 }
 
-// Subscribe registers interest in a node's queue. The returned channel gets a
-// value (coalesced) whenever that node may have new work. Call cancel when
-// done; subscribe before the claim query so no wake-up is missed between the
-// two.
-func (n *Notifier) Subscribe(nodeID string) (<-chan struct{}, func()) {
+// Key names what a waiter waits for: a notification on channel with payload.
+func Key(channel, payload string) string { return channel + "/" + payload }
+
+// Subscribe registers interest in a key. The returned channel gets a value
+// (coalesced) whenever a matching notification arrives. Call cancel when
+// done; subscribe before reading the state waited on, so no wake-up is missed
+// between the two.
+func (n *Notifier) Subscribe(key string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	n.mu.Lock()
-	set := n.waiters[nodeID]
+	set := n.waiters[key]
 	if set == nil {
 		set = map[chan struct{}]struct{}{}
-		n.waiters[nodeID] = set
+		n.waiters[key] = set
 	}
 	set[ch] = struct{}{}
 	n.mu.Unlock()
 	return ch, func() {
 		n.mu.Lock()
-		// The node's (empty) set is kept: nodes are few and long-lived.
 		delete(set, ch)
+		if len(set) == 0 {
+			delete(n.waiters, key)
+		}
 		n.mu.Unlock()
 	}
 }
 
-// Wake signals the waiters of one node, or of every node if nodeID is "".
-func (n *Notifier) Wake(nodeID string) {
+// Wake signals the waiters of one key, or every waiter if key is "".
+func (n *Notifier) Wake(key string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for id, set := range n.waiters {
-		if nodeID != "" && id != nodeID {
-			continue
-		}
-		for ch := range set {
+	if key != "" {
+		signal(n.waiters[key])
+		return
+	}
+	for _, set := range n.waiters {
+		signal(set)
+	}
+}
+
+func signal(set map[chan struct{}]struct{}) {
+	for ch := range set {
 			select {
 			case ch <- struct{}{}:
-			default: // already signalled; the poll will re-scan anyway
-			}
+		default: // already signalled; the waiter will re-read anyway
 		}
 	}
 }
@@ -87,10 +99,12 @@ func (n *Notifier) Run(ctx context.Context) error {
 		}
 	})
 	defer l.Close()
-	if err := l.Listen(n.channel); err != nil {
-		// Listen fails only if the first connection fails; the listener keeps
-		// retrying and re-listens on reconnect, so carry on and rely on it.
-		n.log.Warn("notification listener not yet connected; safety polls cover the gap", "err", err)
+	for _, ch := range n.channels {
+		if err := l.Listen(ch); err != nil {
+			// Listen fails only if the first connection fails; the listener
+			// keeps retrying and re-listens on reconnect, so carry on.
+			n.log.Warn("notification listener not yet connected; safety polls cover the gap", "channel", ch, "err", err)
+		}
 	}
 	for {
 		select {
@@ -101,7 +115,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 				n.Wake("")
 				continue
 			}
-			n.Wake(note.Extra)
+			n.Wake(Key(note.Channel, note.Extra))
 		}
 	}
 }

@@ -29,7 +29,7 @@ type Poller struct {
 // Poll claims up to max commands for the node, waiting up to wait for some
 // to be queued. It returns an empty list when the wait ends with nothing.
 func (p *Poller) Poll(ctx context.Context, nodeID string, max int, wait time.Duration) ([]store.Command, error) {
-	wake, cancel := p.Notifier.Subscribe(nodeID)
+	wake, cancel := p.Notifier.Subscribe(Key(store.NotifyChannel, nodeID))
 	defer cancel()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()

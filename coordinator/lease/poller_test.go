@@ -40,7 +40,7 @@ func (f *fakeClaimer) push(node, id string) {
 }
 
 func newPoller(c Claimer, safety time.Duration) (*Poller, *Notifier, chan struct{}) {
-	n := NewNotifier("", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	n := NewNotifier("", nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	draining := make(chan struct{})
 	return &Poller{Store: c, Notifier: n, TTL: time.Second, SafetyInterval: safety, Draining: draining}, n, draining
 }
@@ -78,13 +78,13 @@ func TestPollWakesOnlyItsNode(t *testing.T) {
 	waitParked(t, n, 1)
 
 	c.push("node-a", "cmd-1")
-	n.Wake("node-b") // another node's enqueue must not wake this poll
+	n.Wake(Key(store.NotifyChannel, "node-b")) // another node's enqueue must not wake this poll
 	select {
 	case r := <-res:
 		t.Fatalf("poll returned on another node's wake-up: %+v", r)
 	case <-time.After(50 * time.Millisecond):
 	}
-	n.Wake("node-a")
+	n.Wake(Key(store.NotifyChannel, "node-a"))
 	var r pollResult
 	select {
 	case r = <-res:

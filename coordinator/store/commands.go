@@ -19,6 +19,10 @@ import (
 // payload is the node ID whose agents should re-scan the queue.
 const NotifyChannel = "execq_commands"
 
+// FinishedChannel is notified with a command ID when it becomes terminal, to
+// wake GET …?wait= callers on every replica.
+const FinishedChannel = "execq_finished"
+
 // Command is a row of the job table without its assembled output.
 type Command struct {
 	ID              string         `db:"id"`
@@ -250,6 +254,9 @@ func (s *Store) lockRunning(ctx context.Context, tx *sqlx.Tx, id, nodeID string,
 func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (shared.Offsets, error) {
 	lens := map[int]*int64{streamStdout: &c.StdoutLen, streamStderr: &c.StderrLen}
 	trunc := map[int]*bool{streamStdout: &c.StdoutTruncated, streamStderr: &c.StderrTruncated}
+	// A gap rolls back the whole request, so the offsets to resend from are
+	// those stored before it, not those its earlier chunks reached.
+	before := shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}
 	for _, ch := range chunks {
 		stream := StreamNumber(ch.Stream)
 		if stream == 0 {
@@ -257,7 +264,7 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 		}
 		stored := lens[stream]
 		if ch.Offset > *stored {
-			return shared.Offsets{}, &GapError{Offsets: shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}}
+			return shared.Offsets{}, &GapError{Offsets: before}
 		}
 		end := ch.Offset + int64(len(ch.Data))
 		if end <= *stored {
@@ -366,6 +373,10 @@ func finalize(ctx context.Context, tx *sqlx.Tx, id string, status shared.Status,
 	if err != nil {
 		return 0, interpretError(err)
 	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM command_chunks WHERE command_id = $1`, id)
+	if _, err = tx.ExecContext(ctx, `DELETE FROM command_chunks WHERE command_id = $1`, id); err != nil {
+		return 0, interpretError(err)
+	}
+	// Delivered at commit: a woken waiter always reads the terminal record.
+	_, err = tx.ExecContext(ctx, `SELECT pg_notify('`+FinishedChannel+`', $1::text)`, id)
 	return time.Duration(ran * float64(time.Second)), interpretError(err)
 }

@@ -112,7 +112,10 @@ func interpretError(err error) error {
 			return fmt.Errorf("%w: %s", ErrConflict, pqErr.Message)
 		case pqErr.Code.Class() == "08", // connection exception
 			pqErr.Code == "57P01", pqErr.Code == "57P02", pqErr.Code == "57P03", // shutdown, crash, cannot connect now
-			pqErr.Code == "53300": // too many connections
+			pqErr.Code == "53300", // too many connections
+			// FATAL ends the session: the server refused or dropped the
+			// connection (e.g. the database does not accept connections now).
+			pqErr.Fatal():
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return err

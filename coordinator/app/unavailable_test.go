@@ -1,0 +1,213 @@
+package app_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/execq/execq/coordinator/app"
+	"github.com/execq/execq/shared"
+)
+
+// TestDatabaseRefusesConnections: PostgreSQL is up but refuses this
+// database (ALLOW_CONNECTIONS false, sessions terminated), as during
+// maintenance. Requests that need it get 503 "unavailable", never 500, and
+// the coordinator recovers by itself once connections are allowed again.
+func TestDatabaseRefusesConnections(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	admin := adminDB(t)
+	name := dbName(t, b.DBURL)
+	allow := func(ok bool) {
+		t.Helper()
+		if _, err := admin.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS %t`, pq.QuoteIdentifier(name), ok)); err != nil {
+			t.Fatalf("alter database: %v", err)
+		}
+	}
+	t.Cleanup(func() { allow(true) })
+
+	b.checkOutage(func() {
+		allow(false)
+		if _, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, name); err != nil {
+			t.Fatalf("terminate backends: %v", err)
+		}
+	}, func() { allow(true) })
+}
+
+// TestDatabaseUnreachable cuts the network between the coordinator and
+// PostgreSQL (a proxy that drops every connection), as when the server is
+// down or restarting.
+func TestDatabaseUnreachable(t *testing.T) {
+	t.Parallel()
+	var p *tcpProxy
+	b := setup(t, withConfig(func(c *app.Config) {
+		p = newProxy(t, c.DatabaseURL)
+		c.DatabaseURL = p.url
+	}))
+	b.checkOutage(func() { p.setDown(true) }, func() { p.setDown(false) })
+}
+
+// checkOutage runs the outage scenario: a command exists, down() breaks the
+// database, the API answers 503 while /healthz stays up, up() restores it and
+// everything works again, long-poll wake-ups included.
+func (b *bundle) checkOutage(down, up func()) {
+	t := b.t
+	t.Helper()
+	rec := b.submit(b.Alice, b.NodeA.Container, "id")
+	waitListeners(t, b.DB, 1)
+
+	down()
+	// Several rounds: the first may meet dead pooled connections, later ones
+	// fail to connect.
+	for range 3 {
+		b.wantError(b.do(http.MethodGet, commandPath(rec.ID), b.Alice.Token, nil), http.StatusServiceUnavailable, "unavailable")
+		b.wantError(b.do(http.MethodGet, "/readyz", "", nil), http.StatusServiceUnavailable, "unavailable")
+		b.wantError(b.do(http.MethodPost, submitPath(b.NodeA.Container), b.Alice.Token, shared.SubmitRequest{Program: "id"}),
+			http.StatusServiceUnavailable, "unavailable")
+		b.wantError(b.do(http.MethodPost, shared.AgentPathLease, b.NodeA.Token, shared.LeaseRequest{Max: 1}),
+			http.StatusServiceUnavailable, "unavailable")
+		if r := b.do(http.MethodGet, "/healthz", "", nil); r.Status != http.StatusOK {
+			t.Fatalf("healthz during the outage: %s", r)
+		}
+	}
+
+	up()
+	eventually(t, within, func() bool {
+		return b.do(http.MethodGet, "/readyz", "", nil).Status == http.StatusOK
+	}, "readyz never recovered")
+	if got := b.get(b.Alice, rec.ID); got.Status != shared.StatusQueued {
+		t.Fatalf("after recovery: %+v", got)
+	}
+	// The notification listener reconnects and wakes parked polls again.
+	lc := b.leaseCommand(b.NodeA, rec.ID)
+	b.start(b.NodeA, lc)
+	waitListeners(t, b.DB, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := b.parkPoll(ctx, b.URL, b.NodeA, parkedWait)
+	waitParked(t, b.App, 1)
+	enqueued := time.Now()
+	next := b.submit(b.Alice, b.NodeA.Container, "id")
+	wantWoken(t, ch, next.ID, enqueued)
+}
+
+// adminDB connects to the server's maintenance database.
+func adminDB(t testing.TB) *sql.DB {
+	t.Helper()
+	u := os.Getenv("TEST_DATABASE_URL")
+	if u == "" {
+		t.Fatal("TEST_DATABASE_URL is not set")
+	}
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func dbName(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("parse %q: %v", dbURL, err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+// tcpProxy forwards connections to PostgreSQL until set down, when it drops
+// every open connection and closes new ones at once.
+type tcpProxy struct {
+	url    string
+	target string
+	ln     net.Listener
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+}
+
+// newProxy listens on loopback and returns a proxy whose url is dbURL
+// pointed at it.
+func newProxy(t testing.TB, dbURL string) *tcpProxy {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("parse %q: %v", dbURL, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{target: u.Host, ln: ln, conns: map[net.Conn]struct{}{}}
+	u.Host = ln.Addr().String()
+	p.url = u.String()
+	go p.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		p.setDown(true)
+	})
+	return p
+}
+
+func (p *tcpProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.forward(c)
+	}
+}
+
+func (p *tcpProxy) forward(c net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		c.Close()
+		up.Close()
+		return
+	}
+	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	pipe := func(dst, src net.Conn) {
+		_, err := io.Copy(dst, src)
+		_ = err // closed on purpose, or by a peer
+		dst.Close()
+		src.Close()
+		p.mu.Lock()
+		delete(p.conns, dst)
+		delete(p.conns, src)
+		p.mu.Unlock()
+	}
+	go pipe(up, c)
+	pipe(c, up)
+}
+
+func (p *tcpProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+			delete(p.conns, c)
+		}
+	}
+}

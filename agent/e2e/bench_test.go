@@ -1,0 +1,124 @@
+package e2e_test
+
+import (
+	"fmt"
+	"net/http"
+	"os/exec"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/execq/execq/agent/runc/runctest"
+	"github.com/execq/execq/shared"
+)
+
+// BenchmarkEndToEnd measures execq against the physical floor in the same
+// run: bare `runc exec <c> true` on the same containers.
+//
+//   - latency: POST → terminal record (GET ?wait=) for `true`, one at a
+//     time, against one bare `runc exec` at a time; p50 and p99.
+//   - throughput: 200 `true` commands over two containers (agent concurrency
+//     8) against 200 bare `runc exec` run 8 at a time.
+//
+// It uses fixed sample counts (run with -benchtime=1x) and reports ratios.
+func BenchmarkEndToEnd(b *testing.B) {
+	const (
+		latencySamples = 60
+		throughputN    = 200
+		parallel       = 8
+	)
+	s := newStack(b, stackOptions{leaseTTL: 15 * time.Second})
+	cs := []*runctest.Container{s.container(), s.container()}
+	s.startAgent("--concurrency", fmt.Sprint(parallel))
+	s.waitReported(cs...)
+	runcBin := runctest.RuncBinary(b)
+	bare := func(c *runctest.Container) {
+		if out, err := exec.Command(runcBin, "--root", c.Root, "exec", c.ID, "true").CombinedOutput(); err != nil {
+			b.Fatalf("bare runc exec: %v: %s", err, out)
+		}
+	}
+	viaExecq := func(c *runctest.Container) {
+		rec := s.submit(c.ID, "true")
+		var got shared.CommandExecutionRecord
+		for !got.Status.Terminal() {
+			if code := s.do("GET", "/api/v1/commands/"+rec.ID+"?wait=30s", s.userToken, nil, &got); code != http.StatusOK {
+				b.Fatalf("wait: status %d", code)
+			}
+		}
+		if got.Status != shared.StatusSucceeded {
+			b.Fatalf("true: %s %q", got.Status, got.Stderr)
+		}
+	}
+	// Warm both paths (page cache, connections) before measuring.
+	for range 5 {
+		bare(cs[0])
+		viaExecq(cs[0])
+	}
+
+	b.ResetTimer()
+	for range b.N {
+		// Interleave the two so machine noise hits both alike.
+		var bareLat, execqLat []time.Duration
+		for i := range latencySamples {
+			c := cs[i%2]
+			t0 := time.Now()
+			bare(c)
+			bareLat = append(bareLat, time.Since(t0))
+			t0 = time.Now()
+			viaExecq(c)
+			execqLat = append(execqLat, time.Since(t0))
+		}
+		bareP50, bareP99 := percentiles(bareLat)
+		exP50, exP99 := percentiles(execqLat)
+
+		t0 := time.Now()
+		runN(throughputN, parallel, func(i int) { bare(cs[i%2]) })
+		bareTput := float64(throughputN) / time.Since(t0).Seconds()
+
+		t0 = time.Now()
+		runN(throughputN, parallel, func(i int) { viaExecq(cs[i%2]) })
+		exTput := float64(throughputN) / time.Since(t0).Seconds()
+
+		b.ReportMetric(ms(bareP50), "bare-p50-ms")
+		b.ReportMetric(ms(exP50), "execq-p50-ms")
+		b.ReportMetric(ms(exP50-bareP50), "overhead-p50-ms")
+		b.ReportMetric(ms(exP99), "execq-p99-ms")
+		b.ReportMetric(bareTput, "bare-cmd/s")
+		b.ReportMetric(exTput, "execq-cmd/s")
+		b.ReportMetric(exTput/bareTput, "tput-ratio")
+		fmt.Printf("\nend-to-end `true` (same run, same containers)\n"+
+			"  latency  bare runc exec p50 %.1f ms p99 %.1f ms | execq POST→terminal p50 %.1f ms p99 %.1f ms | overhead p50 %+.1f ms (%.2fx)\n"+
+			"  throughput %d cmds, %d-way: bare %.1f/s | execq %.1f/s | ratio %.2f\n",
+			ms(bareP50), ms(bareP99), ms(exP50), ms(exP99), ms(exP50-bareP50), float64(exP50)/float64(bareP50),
+			throughputN, parallel, bareTput, exTput, exTput/bareTput)
+	}
+}
+
+// runN runs f(0..n-1) on `workers` goroutines.
+func runN(n, workers int, f func(int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				f(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -68,8 +68,8 @@ func (n *Notifier) Wake(key string) {
 
 func signal(set map[chan struct{}]struct{}) {
 	for ch := range set {
-			select {
-			case ch <- struct{}{}:
+		select {
+		case ch <- struct{}{}:
 		default: // already signalled; the waiter will re-read anyway
 		}
 	}

@@ -26,6 +26,11 @@ func TestAgentKilledWhileRunning(t *testing.T) {
 
 	rec := s.submit(c.ID, "sh", "-c", "echo started >> /tmp/runs.log; echo started; sleep 600")
 	s.waitStatus(rec.ID, shared.StatusRunning, 30*time.Second)
+	// Running means the agent was told yes; wait until the program is truly
+	// under way in the container before pulling the plug.
+	s.eventually(30*time.Second, "the command to start in the container", func() bool {
+		return containerRuns(t, c.Root, c.ID, "sleep 600")
+	})
 	a.kill()
 	killed := time.Now()
 

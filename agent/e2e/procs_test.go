@@ -1,19 +1,35 @@
 package e2e_test
 
 import (
+	"encoding/json"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 )
 
 // containerRuns reports whether a process whose command line contains want
-// runs in the container, using `runc ps` (the host's ps over the
-// container's cgroup).
+// runs in the container: `runc ps --format json` lists the host PIDs of the
+// container's cgroup, and /proc gives their command lines.
 func containerRuns(t testing.TB, root, id, want string) bool {
 	t.Helper()
-	out, err := exec.Command("runc", "--root", root, "ps", "-o", "args", id).CombinedOutput()
+	out, err := exec.Command("runc", "--root", root, "ps", "--format", "json", id).Output()
 	if err != nil {
-		t.Fatalf("runc ps %s: %v: %s", id, err, out)
+		t.Fatalf("runc ps %s: %v", id, err)
 	}
-	return strings.Contains(string(out), want)
+	var pids []int
+	if err := json.Unmarshal(out, &pids); err != nil {
+		t.Fatalf("runc ps %s: %q: %v", id, out, err)
+	}
+	for _, pid := range pids {
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if strings.Contains(strings.ReplaceAll(string(raw), "\x00", " "), want) {
+			return true
+		}
+	}
+	return false
 }

@@ -53,7 +53,7 @@ func TestAuthentication(t *testing.T) {
 	before := b.snapshot() + b.inventory()
 	try := func(b *bundle, rt route, header string) {
 		b.t.Helper()
-		r, err := b.requestWithHeader(rt, header)
+		r, err := b.withAuth(rt, header)
 		if err != nil {
 			b.t.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func TestAuthentication(t *testing.T) {
 	}
 
 	// The scheme is case-insensitive (RFC 7235) and the right tokens work.
-	r, err := b.requestWithHeader(route{http.MethodGet, commandPath(lc.ID), nil}, "bearer "+b.Alice.Token)
+	r, err := b.withAuth(route{http.MethodGet, commandPath(lc.ID), nil}, "bearer "+b.Alice.Token)
 	if err != nil || r.Status != http.StatusOK {
 		t.Fatalf("lower-case scheme: %v %s", err, r)
 	}
@@ -104,9 +104,9 @@ func TestAuthentication(t *testing.T) {
 	}
 }
 
-func (b *bundle) requestWithHeader(rt route, header string) (response, error) {
-	// request sets "Bearer <token>"; build the header by hand instead.
-	return b.requestRaw(context.Background(), rt.method, rt.path, header, rt.body)
+// withAuth sends rt with the given Authorization header, verbatim.
+func (b *bundle) withAuth(rt route, header string) (response, error) {
+	return b.requestAuth(context.Background(), b.URL, rt.method, rt.path, header, rt.body)
 }
 
 func TestAuthorization(t *testing.T) {

@@ -219,12 +219,7 @@ func (b *bundle) request(ctx context.Context, base, method, path, token string, 
 	return b.requestAuth(ctx, base, method, path, auth, body)
 }
 
-// requestRaw sends a request to this bundle's replica with the given
-// Authorization header value ("" for none).
-func (b *bundle) requestRaw(ctx context.Context, method, path, auth string, body any) (response, error) {
-	return b.requestAuth(ctx, b.URL, method, path, auth, body)
-}
-
+// requestAuth is request with a verbatim Authorization header ("" for none).
 func (b *bundle) requestAuth(ctx context.Context, base, method, path, auth string, body any) (response, error) {
 	var rd io.Reader
 	switch v := body.(type) {

@@ -111,10 +111,24 @@ func TestLongPollEmpty(t *testing.T) {
 		lr.HeartbeatMillis != int(testHeartbeat.Milliseconds()) {
 		t.Fatalf("timing in the answer: %+v (%v)", lr, err)
 	}
-	// wait_ms 0 answers at once, and waits are capped by the server.
+	// wait_ms 0 answers at once.
 	r = b.do(http.MethodPost, shared.AgentPathLease, b.NodeA.Token, shared.LeaseRequest{Max: 1})
 	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"commands":[]`) {
 		t.Fatalf("poll without wait: %s", r)
+	}
+}
+
+func TestLongPollWaitIsCapped(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *app.Config) { c.MaxWait = 300 * time.Millisecond }))
+	// An agent asking for a day is answered at the server's cap, well
+	// before this test's deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	r, err := b.request(ctx, b.URL, http.MethodPost, shared.AgentPathLease, b.NodeA.Token,
+		shared.LeaseRequest{Max: 1, WaitMillis: int((24 * time.Hour).Milliseconds())})
+	if err != nil || r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"commands":[]`) {
+		t.Fatalf("capped poll: %v %s", err, r)
 	}
 }
 

@@ -94,6 +94,8 @@ func TestBadInput(t *testing.T) {
 		{"output of unknown command", "GET", commandPath(uuid.NewString()) + "/output", user, ``, 404, "not_found"},
 		{"output of bogus stream", "GET", commandPath(existing.ID) + "/output?stream=bogus", user, ``, 400, "invalid_stream"},
 		{"output stream in capitals", "GET", commandPath(existing.ID) + "/output?stream=STDOUT", user, ``, 400, "invalid_stream"},
+		{"wait not a duration", "GET", commandPath(existing.ID) + "?wait=soon", user, ``, 400, "invalid_wait"},
+		{"wait negative", "GET", commandPath(existing.ID) + "?wait=-1s", user, ``, 400, "invalid_wait"},
 		{"wrong method", "DELETE", commandPath(existing.ID), user, ``, 405, "method_not_allowed"},
 		{"unknown route", "GET", "/api/v1/nope", user, ``, 404, "not_found"},
 		// Agent: lease.

@@ -16,11 +16,13 @@ import (
 type fakeClaimer struct {
 	mu     sync.Mutex
 	queues map[string][]store.Command
+	calls  int
 }
 
 func (f *fakeClaimer) Claim(_ context.Context, node string, max int, _ time.Duration) ([]store.Command, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	q := f.queues[node]
 	n := min(max, len(q))
 	if n == 0 {
@@ -76,6 +78,19 @@ func TestPollWakesOnlyItsNode(t *testing.T) {
 	p, n, _ := newPoller(c, time.Hour)
 	res := poll(p, "node-a", time.Hour)
 	waitParked(t, n, 1)
+	// Subscribed is not yet parked: wait for the first (empty) claim, or it
+	// could find the command pushed below without any wake-up.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		calls := c.calls
+		c.mu.Unlock()
+		if calls > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the poll never ran its first claim")
+		}
+	}
 
 	c.push("node-a", "cmd-1")
 	n.Wake(Key(store.NotifyChannel, "node-b")) // another node's enqueue must not wake this poll

@@ -1,0 +1,272 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	cleanhttp "github.com/hashicorp/go-cleanhttp"
+	retryablehttp "github.com/hashicorp/go-retryablehttp"
+
+	"github.com/execq/execq/shared"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultRetryMax       = 4
+	DefaultRetryWaitMin   = 250 * time.Millisecond
+	DefaultRetryWaitMax   = 5 * time.Second
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultMaxLeaseWait   = 30 * time.Second
+	// pollSlack is how much longer than the wait a lease attempt may take
+	// before the client gives up on it: the coordinator answers a parked
+	// poll at the end of the wait, plus network and queueing time.
+	pollSlack = 30 * time.Second
+	// maxResponseBytes bounds a decoded answer. A lease of 100 commands
+	// with maximal arguments is about 35 MiB of JSON.
+	maxResponseBytes = 64 << 20
+	maxErrorBytes    = 64 << 10
+)
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the coordinator, e.g. "https://coordinator.example:8443".
+	BaseURL string
+	// Token is the node's bearer token.
+	Token string
+	// Logger receives go-retryablehttp's messages; nil discards them.
+	Logger *slog.Logger
+	// RetryMax is how often a request that failed on the network or with a
+	// 5xx is retried before the error is returned.
+	RetryMax int
+	// RetryWaitMin and RetryWaitMax bound the exponential backoff between
+	// retries.
+	RetryWaitMin, RetryWaitMax time.Duration
+	// RequestTimeout bounds one attempt of every request but the lease.
+	RequestTimeout time.Duration
+	// MaxLeaseWait is the longest wait Lease is asked for; a lease attempt
+	// times out 30s after it.
+	MaxLeaseWait time.Duration
+	// Transport replaces the default pooled transport (TLS settings, tests).
+	Transport http.RoundTripper
+	// UserAgent is sent with every request.
+	UserAgent string
+}
+
+// Client is the agent's protocol client. It is safe for concurrent use.
+type Client struct {
+	base      string
+	token     string
+	userAgent string
+	short     *retryablehttp.Client
+	poll      *retryablehttp.Client
+}
+
+// New returns a client for cfg.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("coordinator URL %q: want http(s)://host[:port]", cfg.BaseURL)
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("coordinator client: empty node token")
+	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = DefaultRetryMax
+	}
+	if cfg.RetryWaitMin == 0 {
+		cfg.RetryWaitMin = DefaultRetryWaitMin
+	}
+	if cfg.RetryWaitMax == 0 {
+		cfg.RetryWaitMax = DefaultRetryWaitMax
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.MaxLeaseWait == 0 {
+		cfg.MaxLeaseWait = DefaultMaxLeaseWait
+	}
+	if cfg.Transport == nil {
+		t := cleanhttp.DefaultPooledTransport()
+		// One agent runs up to 100 commands, each heartbeating, plus
+		// the polls: keep their connections instead of redialling.
+		t.MaxIdleConnsPerHost = 128
+		cfg.Transport = t
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "execq-agent"
+	}
+	var logger any
+	if cfg.Logger != nil {
+		logger = slogAdapter{cfg.Logger}
+	}
+	mk := func(timeout time.Duration) *retryablehttp.Client {
+		return &retryablehttp.Client{
+			HTTPClient:   &http.Client{Transport: cfg.Transport, Timeout: timeout},
+			Logger:       logger,
+			RetryWaitMin: cfg.RetryWaitMin,
+			RetryWaitMax: cfg.RetryWaitMax,
+			RetryMax:     cfg.RetryMax,
+			CheckRetry:   checkRetry,
+			Backoff:      backoff,
+			// Hand back the last answer so its JSON envelope can be read.
+			ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		}
+	}
+	return &Client{
+		base:      strings.TrimRight(cfg.BaseURL, "/"),
+		token:     cfg.Token,
+		userAgent: cfg.UserAgent,
+		short:     mk(cfg.RequestTimeout),
+		poll:      mk(cfg.MaxLeaseWait + pollSlack),
+	}, nil
+}
+
+// ReportInventory replaces the node's container inventory
+// (PUT /agent/v1/containers).
+func (c *Client) ReportInventory(ctx context.Context, containers []shared.ContainerReport) (*shared.InventoryResponse, error) {
+	if containers == nil {
+		containers = []shared.ContainerReport{}
+	}
+	var out shared.InventoryResponse
+	err := c.do(ctx, c.short, "report inventory", http.MethodPut, shared.AgentPathContainers, shared.InventoryRequest{Containers: containers}, &out)
+	return &out, err
+}
+
+// Lease long-polls for up to req.Max commands (POST /agent/v1/lease). An
+// answer without commands is normal.
+func (c *Client) Lease(ctx context.Context, req shared.LeaseRequest) (*shared.LeaseResponse, error) {
+	var out shared.LeaseResponse
+	err := c.do(ctx, c.poll, "lease commands", http.MethodPost, shared.AgentPathLease, req, &out)
+	return &out, err
+}
+
+// Start asks the coordinator to mark a leased command running. Only a nil
+// error allows executing it.
+func (c *Client) Start(ctx context.Context, commandID string, attempt int) (*shared.StartResponse, error) {
+	var out shared.StartResponse
+	err := c.do(ctx, c.short, "start command "+commandID, http.MethodPost, commandPath(commandID, "start"), shared.StartRequest{Attempt: attempt}, &out)
+	return &out, err
+}
+
+// Heartbeat renews the lease of a running command and appends output.
+func (c *Client) Heartbeat(ctx context.Context, commandID string, req shared.HeartbeatRequest) (*shared.HeartbeatResponse, error) {
+	if req.Chunks == nil {
+		req.Chunks = []shared.Chunk{}
+	}
+	var out shared.HeartbeatResponse
+	err := c.do(ctx, c.short, "heartbeat command "+commandID, http.MethodPost, commandPath(commandID, "heartbeat"), req, &out)
+	return &out, err
+}
+
+// Finish reports a command's end with its last output.
+func (c *Client) Finish(ctx context.Context, commandID string, req shared.FinishRequest) (*shared.FinishResponse, error) {
+	if req.Chunks == nil {
+		req.Chunks = []shared.Chunk{}
+	}
+	var out shared.FinishResponse
+	err := c.do(ctx, c.short, "finish command "+commandID, http.MethodPost, commandPath(commandID, "finish"), req, &out)
+	return &out, err
+}
+
+func commandPath(id, action string) string {
+	return shared.AgentPathCommands + url.PathEscape(id) + "/" + action
+}
+
+func (c *Client) do(ctx context.Context, hc *retryablehttp.Client, op, method, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("%s: encode request: %w", op, err)
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	resp, err := hc.Do(req)
+	if err != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(out); err != nil {
+			return fmt.Errorf("%s: decode %d answer: %w", op, resp.StatusCode, err)
+		}
+		return nil
+	}
+	return decodeError(op, resp)
+}
+
+func decodeError(op string, resp *http.Response) error {
+	e := &Error{Op: op, StatusCode: resp.StatusCode}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+	// GapBody is the error envelope plus offsets: one decode covers both.
+	var body struct {
+		Error  shared.ErrorDetail `json:"error"`
+		Stdout *int64             `json:"stdout_offset"`
+		Stderr *int64             `json:"stderr_offset"`
+	}
+	if json.Unmarshal(raw, &body) == nil {
+		e.Code, e.Message = body.Error.Code, body.Error.Message
+		if body.Stdout != nil && body.Stderr != nil {
+			e.Offsets = &shared.Offsets{Stdout: *body.Stdout, Stderr: *body.Stderr}
+		}
+	}
+	if e.Message == "" {
+		e.Message = strings.TrimSpace(string(raw[:min(len(raw), 200)]))
+	}
+	return e
+}
+
+// checkRetry retries network errors and 5xx answers and never a 4xx: a 4xx
+// is the coordinator's considered answer (lease lost, gap, forbidden...).
+func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err == nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		return false, nil
+	}
+	// Network errors except the hopeless ones (bad scheme, TLS trust),
+	// 5xx except 501.
+	return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+}
+
+// backoff is exponential from min, capped at max, with "equal jitter" (half
+// fixed, half random) so a fleet of agents that lost the coordinator at the
+// same moment does not come back in lockstep. A 503's Retry-After (seconds)
+// is honoured up to max.
+func backoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) time.Duration {
+	if resp != nil && resp.StatusCode == http.StatusServiceUnavailable {
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
+			return min(time.Duration(s)*time.Second, maxWait)
+		}
+	}
+	d := maxWait
+	if attempt < 30 {
+		d = min(minWait<<attempt, maxWait)
+	}
+	if d <= 1 {
+		return d
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}

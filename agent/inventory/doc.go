@@ -1,0 +1,11 @@
+// Package inventory reports the runc containers under the agent's runc root
+// to the coordinator (PUT /agent/v1/containers): once at start, whenever the
+// set changes (it lists every Interval), and again every Keepalive so the
+// coordinator sees the node is alive even when nothing changes.
+//
+// Only containers whose runc ID is a canonical UUID are reported, under that
+// UUID; the others are skipped and logged once at Info. The Name reported is
+// the bundle directory's base name, which is usually what an operator called
+// the container. A failed listing is never reported as an empty inventory:
+// that would tell the coordinator every container is gone.
+package inventory

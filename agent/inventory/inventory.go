@@ -1,0 +1,145 @@
+package inventory
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/execq/execq/agent/metrics"
+	"github.com/execq/execq/agent/runc"
+	"github.com/execq/execq/shared"
+)
+
+// Defaults for zero Reporter fields.
+const (
+	DefaultInterval  = 2 * time.Second
+	DefaultKeepalive = 60 * time.Second
+)
+
+// Lister lists containers; *runc.Runner is one.
+type Lister interface {
+	List(ctx context.Context) ([]runc.Container, error)
+}
+
+// Sender sends an inventory; *client.Client is one.
+type Sender interface {
+	ReportInventory(ctx context.Context, containers []shared.ContainerReport) (*shared.InventoryResponse, error)
+}
+
+// Reporter keeps the coordinator's view of this node's containers current.
+type Reporter struct {
+	Lister    Lister
+	Sender    Sender
+	Logger    *slog.Logger
+	Metrics   *metrics.Metrics // optional
+	Interval  time.Duration
+	Keepalive time.Duration
+
+	skipped map[string]bool // non-UUID IDs already logged
+}
+
+// Run reports until ctx is done. It returns nil then: a failed report is
+// logged and retried on the next tick, never fatal.
+func (r *Reporter) Run(ctx context.Context) error {
+	interval, keepalive := r.Interval, r.Keepalive
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	if keepalive <= 0 {
+		keepalive = DefaultKeepalive
+	}
+	logger := r.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var (
+		last     []shared.ContainerReport
+		sent     bool // last was accepted by the coordinator
+		lastSent time.Time
+		failing  bool
+	)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		cs, err := r.Lister.List(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			if !failing {
+				logger.Warn("list runc containers", "error", err)
+			}
+			failing = true
+		default:
+			failing = false
+			reports := r.reports(cs, logger)
+			if !sent || !slices.Equal(reports, last) || time.Since(lastSent) >= keepalive {
+				ackCtx, cancel := context.WithTimeout(ctx, max(interval, 30*time.Second))
+				_, err := r.Sender.ReportInventory(ackCtx, reports)
+				cancel()
+				switch {
+				case ctx.Err() != nil:
+					return nil
+				case err != nil:
+					logger.Warn("report containers", "error", err, "containers", len(reports))
+					if r.Metrics != nil {
+						r.Metrics.CoordinatorErrors.WithLabelValues("inventory").Inc()
+					}
+					sent = false
+				default:
+					if !sent || !slices.Equal(reports, last) {
+						logger.Info("reported containers", "containers", len(reports))
+					}
+					last, sent, lastSent = reports, true, time.Now()
+					if r.Metrics != nil {
+						r.Metrics.InventoryContainers.Set(float64(len(reports)))
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// reports turns runc's list into the wire form, sorted by ID so that
+// comparing with the last report detects only real changes.
+func (r *Reporter) reports(cs []runc.Container, logger *slog.Logger) []shared.ContainerReport {
+	if r.skipped == nil {
+		r.skipped = make(map[string]bool)
+	}
+	out := make([]shared.ContainerReport, 0, len(cs))
+	for _, c := range cs {
+		if !IsCanonicalUUID(c.ID) {
+			if !r.skipped[c.ID] {
+				r.skipped[c.ID] = true
+				logger.Info("skipping runc container whose ID is not a canonical UUID", "runc_id", c.ID, "bundle", c.Bundle)
+			}
+			continue
+		}
+		name := filepath.Base(c.Bundle)
+		if c.Bundle == "" || name == "." || name == "/" {
+			name = c.ID
+		}
+		out = append(out, shared.ContainerReport{ID: c.ID, Name: name, State: c.Status})
+	}
+	slices.SortFunc(out, func(a, b shared.ContainerReport) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// IsCanonicalUUID reports whether id is a UUID written exactly as
+// uuid.UUID.String writes it. Other spellings that uuid.Parse accepts
+// (upper case, braces, urn:uuid:) are refused because the coordinator hands
+// the ID back to `runc exec` verbatim.
+func IsCanonicalUUID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}

@@ -1,0 +1,59 @@
+// Package worker is the agent's execution engine: a lease loop that
+// long-polls the coordinator for as many commands as it has free slots, and
+// one session per leased command that starts, runs, streams and reports it.
+//
+// # At most once
+//
+// A leased command is executed only after POST …/start answered 200. Any
+// other answer — 409 lease_lost or cancelled, 403, or a network failure
+// that outlasted the client's retries — drops the command unexecuted.
+// (If the start did commit but its answer was lost, the coordinator later
+// marks the command lost; it is never run twice.)
+//
+// # Leasing
+//
+// The lease loop keeps one long-poll parked asking for every free slot.
+// When a command finishes while that poll is parked, a second poll asks for
+// the freed slots at once, so a free slot never waits out a parked poll; it
+// is not cancelled-and-restarted because a cancelled poll can lose commands
+// the coordinator leased at that instant. An empty answer is normal; errors
+// back off exponentially with jitter (1s … 30s).
+//
+// # Output
+//
+// Each session captures stdout and stderr into a bounded buffer (see
+// output), sends whatever is buffered at least every FlushInterval (1s, or
+// the heartbeat interval if shorter) in chunks of at most ChunkBytes at
+// byte offsets, back to back while there is a backlog. A separate keeper
+// sends an empty heartbeat whenever none was accepted for a heartbeat
+// interval, so the lease is renewed on schedule while the command is silent
+// or a large chunk is uploading. Every answer carries the coordinator's
+// stored offsets; bytes are dropped only when acknowledged, and a 409
+// output_gap rewinds to the offsets given. When the program ends, the rest
+// goes out (in heartbeats if it is more than one chunk) and then finish,
+// with the total lengths and the exit code or error; finish is repeated
+// until the coordinator takes it.
+//
+// # Losing the lease
+//
+// A 4xx on heartbeat or finish other than output_gap (lease_lost: the
+// command was reaped or re-leased; forbidden) means the command is no longer
+// ours: the program is stopped (SIGTERM, then SIGKILL after KillAfter), its
+// output is dropped and nothing more is reported.
+//
+// # Coordinator outages
+//
+// Running commands go on; their output is buffered up to MaxBufferBytes per
+// command and then the program is blocked on its pipe (back-pressure; no
+// byte is dropped). If the outage outlasts the lease TTL the coordinator
+// reaps the command and the first answer after the outage is lease_lost.
+//
+// # Shutdown
+//
+// When Run's context is done the worker stops leasing (commands leased at
+// that instant are dropped unstarted and return to the queue after their
+// lease TTL) and lets running commands finish, heartbeating, for Grace. Then,
+// or on Abort, it stops them and reports them failed with an Error such as
+// "execq agent: stopped during shutdown after grace period 30s". Reports
+// still pending 2*KillAfter+ReportTimeout later are given up.
+package worker

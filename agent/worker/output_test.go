@@ -1,0 +1,123 @@
+package worker
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/execq/execq/shared"
+)
+
+func TestOutputChunksFromAcknowledgedOffsets(t *testing.T) {
+	o := newOutput(1<<20, 1<<20, nil)
+	o.writer(stdout).Write([]byte("hello "))
+	o.writer(stderr).Write([]byte("oops"))
+	o.writer(stdout).Write([]byte("world"))
+
+	chunks, rest := o.pending(1 << 10)
+	if rest != 0 || len(chunks) != 2 || string(chunks[0].Data) != "hello world" || chunks[0].Offset != 0 || chunks[1].Stream != shared.StreamStderr {
+		t.Fatalf("chunks %+v rest %d", chunks, rest)
+	}
+	// Partly acknowledged: the next chunk starts where the coordinator is.
+	if err := o.ack(shared.Offsets{Stdout: 6, Stderr: 4}); err != nil {
+		t.Fatal(err)
+	}
+	chunks, _ = o.pending(1 << 10)
+	if len(chunks) != 1 || chunks[0].Offset != 6 || string(chunks[0].Data) != "world" {
+		t.Fatalf("after ack: %+v", chunks)
+	}
+	// A late answer with lower offsets changes nothing.
+	if err := o.ack(shared.Offsets{Stdout: 2, Stderr: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if chunks, _ = o.pending(1 << 10); chunks[0].Offset != 6 {
+		t.Fatalf("stale ack moved the offset: %+v", chunks)
+	}
+	if so, se := o.totals(); so != 11 || se != 4 {
+		t.Fatalf("totals %d %d", so, se)
+	}
+	// A gap at or past the acknowledged end is resent from there; below it,
+	// the bytes are gone.
+	if err := o.resendFrom(shared.Offsets{Stdout: 8, Stderr: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if chunks, _ = o.pending(1 << 10); string(chunks[0].Data) != "rld" || chunks[0].Offset != 8 {
+		t.Fatalf("after gap: %+v", chunks)
+	}
+	if err := o.resendFrom(shared.Offsets{Stdout: 0, Stderr: 4}); err != errOutputLost {
+		t.Fatalf("resend below the acknowledged end: %v", err)
+	}
+	// Acknowledging more than was captured is reported and clamped.
+	if err := o.ack(shared.Offsets{Stdout: 100, Stderr: 4}); err == nil {
+		t.Fatal("over-acknowledgement not reported")
+	}
+	if o.pendingBytes() != 0 {
+		t.Fatalf("pending %d", o.pendingBytes())
+	}
+}
+
+func TestOutputChunkSizeSharedFairly(t *testing.T) {
+	o := newOutput(1<<20, 1<<20, nil)
+	o.writer(stdout).Write(bytes.Repeat([]byte("o"), 1000))
+	o.writer(stderr).Write(bytes.Repeat([]byte("e"), 1000))
+	chunks, rest := o.pending(300)
+	if len(chunks) != 2 || len(chunks[0].Data) != 150 || len(chunks[1].Data) != 150 || rest != 1700 {
+		t.Fatalf("both streams busy: %d+%d, rest %d", len(chunks[0].Data), len(chunks[1].Data), rest)
+	}
+	o.ack(shared.Offsets{Stdout: 0, Stderr: 950})
+	chunks, _ = o.pending(300)
+	if len(chunks[0].Data) != 250 || len(chunks[1].Data) != 50 {
+		t.Fatalf("stderr nearly done, stdout gets the rest: %d+%d", len(chunks[0].Data), len(chunks[1].Data))
+	}
+}
+
+func TestOutputBackPressureAndAbandon(t *testing.T) {
+	o := newOutput(10, 10, nil)
+	w := o.writer(stdout)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Write([]byte("0123456789abcdef")) // 16 bytes into 10
+	}()
+	select {
+	case <-done:
+		t.Fatal("write past the bound did not block")
+	case <-o.ready:
+	case <-time.After(time.Second):
+		t.Fatal("a blocked writer did not signal ready")
+	}
+	o.ack(shared.Offsets{Stdout: 10})
+	<-done
+	chunks, _ := o.pending(100)
+	if string(chunks[0].Data) != "abcdef" || chunks[0].Offset != 10 {
+		t.Fatalf("after unblocking: %+v", chunks)
+	}
+
+	// A writer blocked on a full buffer is released by abandon.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.Write(bytes.Repeat([]byte("x"), 100))
+	}()
+	time.Sleep(50 * time.Millisecond)
+	o.abandon()
+	wg.Wait()
+	if n, _ := w.Write([]byte("more")); n != 4 || o.pendingBytes() != 0 {
+		t.Fatal("abandoned output must accept and drop")
+	}
+}
+
+func TestFinishErrorIsSafe(t *testing.T) {
+	long := strings.Repeat("é", 3000) // 6000 bytes
+	got := finishError("a\x00b" + long + "\xff")
+	if len(got) > MaxErrorBytes || !utf8.ValidString(got) || strings.Contains(got, "\x00") || !strings.HasPrefix(got, "abé") {
+		t.Fatalf("finishError: %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if finishError("short") != "short" {
+		t.Fatal("short message changed")
+	}
+}

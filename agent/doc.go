@@ -13,6 +13,8 @@
 //   - agent/inventory   reports the containers under the runc root
 //   - agent/worker      lease loop, per-command execution, output streaming
 //   - agent/metrics     Prometheus collectors on an injected registry
+//   - agent/runc/runctest  real busybox runc containers for tests
+//   - agent/e2e         whole-stack tests (coordinator, PostgreSQL, runc)
 //
 // # Containers
 //

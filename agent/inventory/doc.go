@@ -1,7 +1,9 @@
 // Package inventory reports the runc containers under the agent's runc root
 // to the coordinator (PUT /agent/v1/containers): once at start, whenever the
 // set changes (it lists every Interval), and again every Keepalive so the
-// coordinator sees the node is alive even when nothing changes.
+// coordinator sees the node is alive even when nothing changes. A report
+// that failed is repeated on the next tick, or after 30s when the coordinator
+// refused it (4xx, e.g. a container ID another node already reported).
 //
 // Only containers whose runc ID is a canonical UUID are reported, under that
 // UUID; the others are skipped and logged once at Info. The Name reported is

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/execq/execq/agent/client"
 	"github.com/execq/execq/agent/metrics"
 	"github.com/execq/execq/agent/runc"
 	"github.com/execq/execq/shared"
@@ -58,10 +59,13 @@ func (r *Reporter) Run(ctx context.Context) error {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	var (
-		last     []shared.ContainerReport
-		sent     bool // last was accepted by the coordinator
-		lastSent time.Time
-		failing  bool
+		attempted []shared.ContainerReport // the set last sent, accepted or not
+		tried     bool
+		sent      bool // attempted was accepted
+		lastSent  time.Time
+		retryAt   time.Time
+		failures  int
+		listing   bool // listing is failing
 	)
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -71,31 +75,45 @@ func (r *Reporter) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			if !failing {
+			if !listing {
 				logger.Warn("list runc containers", "error", err)
 			}
-			failing = true
+			listing = true
 		default:
-			failing = false
+			listing = false
 			reports := r.reports(cs, logger)
-			if !sent || !slices.Equal(reports, last) || time.Since(lastSent) >= keepalive {
-				ackCtx, cancel := context.WithTimeout(ctx, max(interval, 30*time.Second))
-				_, err := r.Sender.ReportInventory(ackCtx, reports)
+			now := time.Now()
+			changed := !tried || !slices.Equal(reports, attempted)
+			if changed || (!sent && !now.Before(retryAt)) || (sent && now.Sub(lastSent) >= keepalive) {
+				sendCtx, cancel := context.WithTimeout(ctx, max(interval, 30*time.Second))
+				_, err := r.Sender.ReportInventory(sendCtx, reports)
 				cancel()
+				attempted, tried = reports, true
 				switch {
 				case ctx.Err() != nil:
 					return nil
 				case err != nil:
-					logger.Warn("report containers", "error", err, "containers", len(reports))
+					sent = false
+					failures++
+					// A refusal (e.g. a container another node claims)
+					// will not change by itself every tick; a network
+					// failure might.
+					wait := interval
+					if client.IsRejected(err) {
+						wait = max(interval, 30*time.Second)
+					}
+					retryAt = now.Add(wait)
+					if failures == 1 || failures%30 == 0 {
+						logger.Warn("report containers", "error", err, "containers", len(reports), "failed_reports", failures)
+					}
 					if r.Metrics != nil {
 						r.Metrics.CoordinatorErrors.WithLabelValues("inventory").Inc()
 					}
-					sent = false
 				default:
-					if !sent || !slices.Equal(reports, last) {
+					if changed || failures > 0 {
 						logger.Info("reported containers", "containers", len(reports))
 					}
-					last, sent, lastSent = reports, true, time.Now()
+					sent, lastSent, failures = true, now, 0
 					if r.Metrics != nil {
 						r.Metrics.InventoryContainers.Set(float64(len(reports)))
 					}

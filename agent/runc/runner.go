@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Defaults for a zero Runner.
@@ -34,6 +36,19 @@ type Runner struct {
 	// TempDir holds each exec's scratch files (process spec, pid file, runc
 	// log). Empty means os.TempDir().
 	TempDir string
+
+	mu      sync.Mutex
+	bundles map[string]bundleEntry // container ID -> bundle, see bundle()
+}
+
+// bundleEntry remembers a container's bundle together with the identity of
+// its state directory under the root (inode and birth time), which changes
+// when a container of the same ID is deleted and created again. (Not the
+// ctime: every runc exec touches the directory.)
+type bundleEntry struct {
+	path  string
+	ino   uint64
+	btime unix.StatxTimestamp
 }
 
 // Container is one container as `runc list` and `runc state` describe it.
@@ -101,14 +116,11 @@ func (r *Runner) State(ctx context.Context, id string) (Container, error) {
 // `runc exec --process` would otherwise not apply the container's
 // no_new_privileges, AppArmor profile or user.
 func (r *Runner) ProcessSpec(ctx context.Context, id string, args []string) (*specs.Process, error) {
-	st, err := r.State(ctx, id)
+	bundle, err := r.bundle(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if st.Bundle == "" {
-		return nil, fmt.Errorf("runc state %s: no bundle path", id)
-	}
-	cfgPath := filepath.Join(st.Bundle, "config.json")
+	cfgPath := filepath.Join(bundle, "config.json")
 	raw, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return nil, fmt.Errorf("read bundle config of container %s: %w", id, err)
@@ -131,6 +143,56 @@ func (r *Runner) ProcessSpec(ctx context.Context, id string, args []string) (*sp
 		p.Cwd = "/"
 	}
 	return p, nil
+}
+
+// bundle returns container id's bundle directory. `runc state` costs a
+// third of a `runc exec` (a fork and runc's start-up, ~20ms), so the answer
+// is remembered while the container's state directory under the root is the
+// same one (same inode and birth time); a container deleted and created
+// again under the same ID gets a new directory and is asked about afresh.
+// On a filesystem without birth times nothing is remembered.
+func (r *Runner) bundle(ctx context.Context, id string) (string, error) {
+	key, keyed := r.stateDirIdentity(id)
+	if keyed {
+		r.mu.Lock()
+		e, ok := r.bundles[id]
+		r.mu.Unlock()
+		if ok && e.ino == key.ino && e.btime == key.btime {
+			return e.path, nil
+		}
+	}
+	st, err := r.State(ctx, id)
+	if err != nil {
+		r.mu.Lock()
+		delete(r.bundles, id)
+		r.mu.Unlock()
+		return "", err
+	}
+	if st.Bundle == "" {
+		return "", fmt.Errorf("runc state %s: no bundle path", id)
+	}
+	if keyed {
+		key.path = st.Bundle
+		r.mu.Lock()
+		if r.bundles == nil {
+			r.bundles = make(map[string]bundleEntry)
+		}
+		r.bundles[id] = key
+		r.mu.Unlock()
+	}
+	return st.Bundle, nil
+}
+
+func (r *Runner) stateDirIdentity(id string) (bundleEntry, bool) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return bundleEntry{}, false
+	}
+	var st unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, filepath.Join(r.root(), id), 0, unix.STATX_INO|unix.STATX_BTIME|unix.STATX_TYPE, &st)
+	if err != nil || st.Mask&unix.STATX_BTIME == 0 || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return bundleEntry{}, false
+	}
+	return bundleEntry{ino: st.Ino, btime: st.Btime}, true
 }
 
 // Kill sends sig (a name like "KILL" or a number) to container id's init

@@ -63,4 +63,32 @@ func TestProcessSpecKeepsContainerProcess(t *testing.T) {
 	if p.Capabilities == nil || !p.NoNewPrivileges {
 		t.Fatalf("the container's confinement was not kept: %+v", p)
 	}
+	// The bundle is remembered: no second `runc state` for the same
+	// container (a runc that cannot run proves it).
+	bin := c.Runner.Binary
+	c.Runner.Binary = "/no/such/runc"
+	defer func() { c.Runner.Binary = bin }()
+	if _, err := c.Runner.ProcessSpec(context.Background(), c.ID, []string{"true"}); err != nil {
+		t.Fatalf("second ProcessSpec ran runc: %v", err)
+	}
+}
+
+func TestProcessSpecFollowsARecreatedContainer(t *testing.T) {
+	root := runctest.NewRoot(t)
+	first := runctest.Start(t, runctest.Options{Root: root, Env: []string{"GEN=1"}})
+	ctx := context.Background()
+	p, err := first.Runner.ProcessSpec(ctx, first.ID, []string{"true"})
+	if err != nil || !slices.Contains(p.Env, "GEN=1") {
+		t.Fatalf("first: %v %v", p, err)
+	}
+	// Same ID, new bundle: the remembered bundle must not be used.
+	first.Remove(t)
+	if _, err := first.Runner.ProcessSpec(ctx, first.ID, []string{"true"}); !errors.Is(err, runc.ErrNotExist) {
+		t.Fatalf("removed container: %v", err)
+	}
+	second := runctest.Start(t, runctest.Options{Root: root, ID: first.ID, Env: []string{"GEN=2"}})
+	p, err = first.Runner.ProcessSpec(ctx, second.ID, []string{"true"})
+	if err != nil || !slices.Contains(p.Env, "GEN=2") || slices.Contains(p.Env, "GEN=1") {
+		t.Fatalf("recreated: %v %v", p, err)
+	}
 }

@@ -249,7 +249,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			grew = false
 		}
 		if w.draining.Load() && len(sessions) == 0 && inflight == 0 {
-			w.log.Info("drained: all commands reported")
+			w.log.Info("drained: no command left running")
 			return nil
 		}
 		select {

@@ -38,6 +38,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.Fatalf("bare runc exec: %v: %s", err, out)
 		}
 	}
+	// Where the time goes, from the record's own timestamps (same clock):
+	// enqueue→start (dispatch), start→finish (exec as reported).
+	var phases struct {
+		sync.Mutex
+		dispatch, exec []time.Duration
+	}
 	viaExecq := func(c *runctest.Container) {
 		rec := s.submit(c.ID, "true")
 		var got shared.CommandExecutionRecord
@@ -49,6 +55,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if got.Status != shared.StatusSucceeded {
 			b.Fatalf("true: %s %q", got.Status, got.Stderr)
 		}
+		phases.Lock()
+		phases.dispatch = append(phases.dispatch, got.StartedAt.Sub(got.CreatedAt))
+		phases.exec = append(phases.exec, got.FinishedAt.Sub(*got.StartedAt))
+		phases.Unlock()
 	}
 	// Warm both paths (page cache, connections) before measuring.
 	for range 5 {
@@ -60,6 +70,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	for range b.N {
 		// Interleave the two so machine noise hits both alike.
 		var bareLat, execqLat []time.Duration
+		phases.dispatch, phases.exec = nil, nil
 		for i := range latencySamples {
 			c := cs[i%2]
 			t0 := time.Now()
@@ -71,6 +82,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		bareP50, bareP99 := percentiles(bareLat)
 		exP50, exP99 := percentiles(execqLat)
+		dispatchP50, _ := percentiles(phases.dispatch)
+		execP50, _ := percentiles(phases.exec)
 
 		t0 := time.Now()
 		runN(throughputN, parallel, func(i int) { bare(cs[i%2]) })
@@ -89,8 +102,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.ReportMetric(exTput/bareTput, "tput-ratio")
 		fmt.Printf("\nend-to-end `true` (same run, same containers)\n"+
 			"  latency  bare runc exec p50 %.1f ms p99 %.1f ms | execq POST→terminal p50 %.1f ms p99 %.1f ms | overhead p50 %+.1f ms (%.2fx)\n"+
+			"  execq phases p50: enqueue→started %.1f ms, started→finished %.1f ms\n"+
 			"  throughput %d cmds, %d-way: bare %.1f/s | execq %.1f/s | ratio %.2f\n",
 			ms(bareP50), ms(bareP99), ms(exP50), ms(exP99), ms(exP50-bareP50), float64(exP50)/float64(bareP50),
+			ms(dispatchP50), ms(execP50),
 			throughputN, parallel, bareTput, exTput, exTput/bareTput)
 	}
 }

@@ -167,7 +167,7 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 	})
 	cancel()
 	if err != nil {
-		fin.Error = "execq agent: " + err.Error()
+		fin.Error = err.Error()
 		s.log.Info("command could not be started", "error", err)
 		var ee *runc.ExecError
 		if errors.As(err, &ee) {
@@ -228,11 +228,11 @@ wait:
 		fin.Error = reason
 		return fin, result
 	case errors.As(wr.err, &ee):
-		fin.Error = "execq agent: " + wr.err.Error()
+		fin.Error = wr.err.Error()
 		s.log.Info("command could not be started", "error", wr.err)
 		return fin, metrics.ResultExecError
 	case wr.err != nil:
-		fin.Error = "execq agent: " + wr.err.Error()
+		fin.Error = wr.err.Error()
 		s.log.Warn("command outcome unknown", "error", wr.err)
 		return fin, metrics.ResultUnknown
 	default:
@@ -326,7 +326,7 @@ func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper b
 			s.log.Error("inconsistent acknowledgement", "error", err)
 		}
 		if resp.Cancel {
-			s.stop("execq agent: stopped because the command was cancelled", metrics.ResultStopped)
+			s.stop("the agent stopped the command because it was cancelled", metrics.ResultStopped)
 		}
 		return true
 	}

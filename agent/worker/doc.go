@@ -54,6 +54,7 @@
 // that instant are dropped unstarted and return to the queue after their
 // lease TTL) and lets running commands finish, heartbeating, for Grace. Then,
 // or on Abort, it stops them and reports them failed with an Error such as
-// "execq agent: stopped during shutdown after grace period 30s". Reports
+// "the agent stopped the command during shutdown after the grace period of
+// 30s" (the coordinator writes it to stderr as an "execq: …" line). Reports
 // still pending 2*KillAfter+ReportTimeout later are given up.
 package worker

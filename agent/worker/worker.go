@@ -258,9 +258,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-abortCh:
 			abortCh = nil
 			startDrain("abort requested")
-			stopAll(fmt.Sprintf("execq agent: stopped during shutdown (second signal before the %s grace period ended)", w.cfg.Grace))
+			stopAll(fmt.Sprintf("the agent stopped the command during shutdown (second signal before the %s grace period ended)", w.cfg.Grace))
 		case <-graceTimer:
-			stopAll(fmt.Sprintf("execq agent: stopped during shutdown after grace period %s", w.cfg.Grace))
+			stopAll(fmt.Sprintf("the agent stopped the command during shutdown after the grace period of %s", w.cfg.Grace))
 		case <-reportDead:
 			reportDead = nil
 			w.log.Error("giving up reporting commands after shutdown deadline", "unreported", len(sessions))

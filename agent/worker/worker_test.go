@@ -171,7 +171,7 @@ func TestExitCodesAndExecErrors(t *testing.T) {
 		}
 	}
 	for id, want := range map[string]string{
-		missing:     `execq agent: could not start "no-such-program" in container ` + h.c.ID + `: exec failed: unable to start container process: exec: "no-such-program": executable file not found in $PATH`,
+		missing:     `could not start "no-such-program" in container ` + h.c.ID + `: exec failed: unable to start container process: exec: "no-such-program": executable file not found in $PATH`,
 		notExec:     "permission denied",
 		noContainer: "container does not exist on this host",
 		longName:    "could not start",
@@ -490,7 +490,7 @@ func TestGraceEndStopsAndReports(t *testing.T) {
 		t.Fatal("Run did not return after the grace period")
 	}
 	c := h.fc.snapshot(id)
-	if c.finish == nil || c.finish.ExitCode != nil || c.finish.Error != "execq agent: stopped during shutdown after grace period 500ms" {
+	if c.finish == nil || c.finish.ExitCode != nil || c.finish.Error != "the agent stopped the command during shutdown after the grace period of 500ms" {
 		t.Fatalf("finish %+v", c.finish)
 	}
 	if string(c.out[0]) != "hi\n" {

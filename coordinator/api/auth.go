@@ -21,16 +21,30 @@ var errUnauthenticated = &Error{http.StatusUnauthorized, "unauthenticated", "a v
 // among users and gets the same 401: the two identities never mix.
 func (s *Server) authUser(next http.Handler) http.Handler {
 	return s.authenticate(next, func(ctx context.Context, tok string) (context.Context, error) {
-		u, err := s.store.UserByToken(ctx, tok)
-		return context.WithValue(ctx, userKey, u), err
+		u, ok := s.users.get(tok)
+		if !ok {
+			var err error
+			if u, err = s.store.UserByToken(ctx, tok); err != nil {
+				return ctx, err
+			}
+			s.users.put(tok, u)
+		}
+		return context.WithValue(ctx, userKey, u), nil
 	})
 }
 
 // authNode admits requests bearing a node token.
 func (s *Server) authNode(next http.Handler) http.Handler {
 	return s.authenticate(next, func(ctx context.Context, tok string) (context.Context, error) {
-		n, err := s.store.NodeByToken(ctx, tok)
-		return context.WithValue(ctx, nodeKey, n), err
+		n, ok := s.nodes.get(tok)
+		if !ok {
+			var err error
+			if n, err = s.store.NodeByToken(ctx, tok); err != nil {
+				return ctx, err
+			}
+			s.nodes.put(tok, n)
+		}
+		return context.WithValue(ctx, nodeKey, n), nil
 	})
 }
 

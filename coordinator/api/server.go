@@ -28,6 +28,9 @@ type Config struct {
 	// OutputCap bounds the bytes stored per stream; the rest is counted and
 	// the record marked truncated.
 	OutputCap int64
+	// AuthCacheTTL is how long a successful token lookup is reused (0 turns
+	// the cache off).
+	AuthCacheTTL time.Duration
 }
 
 // Server holds the handlers' collaborators.
@@ -37,11 +40,14 @@ type Server struct {
 	poller  *lease.Poller
 	metrics *metrics.Metrics
 	log     *slog.Logger
+	users   *tokenCache[store.User]
+	nodes   *tokenCache[store.Node]
 }
 
 // New builds the HTTP handler. gatherer serves /metrics.
 func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
-	s := &Server{cfg: cfg, store: st, poller: poller, metrics: m, log: log}
+	s := &Server{cfg: cfg, store: st, poller: poller, metrics: m, log: log,
+		users: newTokenCache[store.User](cfg.AuthCacheTTL), nodes: newTokenCache[store.Node](cfg.AuthCacheTTL)}
 	r := mux.NewRouter()
 	r.NotFoundHandler = s.wrap(func(http.ResponseWriter, *http.Request) error {
 		return &Error{http.StatusNotFound, "not_found", "no such route"}

@@ -59,6 +59,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining}
 	a.Handler = api.New(api.Config{
 		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap,
+		AuthCacheTTL: cfg.AuthCacheTTL,
 	}, st, poller, m, reg, log)
 	return a, nil
 }

@@ -33,6 +33,9 @@ type Config struct {
 	// OutputCap is the bytes kept per stream per command
 	// (EXECQ_OUTPUT_CAP_BYTES); past it the record says truncated.
 	OutputCap int64
+	// AuthCacheTTL is how long a verified token is trusted without asking
+	// the database again (EXECQ_AUTH_CACHE_TTL); 0 disables the cache.
+	AuthCacheTTL time.Duration
 	// ShutdownGrace bounds how long in-flight requests may finish at stop
 	// (EXECQ_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration
@@ -50,6 +53,7 @@ func DefaultConfig() Config {
 		ReapInterval:  time.Second,
 		OutputCap:     64 << 20,
 		ShutdownGrace: 10 * time.Second,
+		AuthCacheTTL:  10 * time.Second,
 	}
 }
 
@@ -72,6 +76,8 @@ func (c Config) Validate() error {
 		return errors.New("--safety-poll (EXECQ_SAFETY_POLL) must be positive")
 	case c.ReapInterval <= 0:
 		return errors.New("--reap-interval (EXECQ_REAP_INTERVAL) must be positive")
+	case c.AuthCacheTTL < 0:
+		return errors.New("--auth-cache-ttl (EXECQ_AUTH_CACHE_TTL) must not be negative")
 	case c.OutputCap < 1024:
 		return errors.New("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be at least 1024")
 	}

@@ -252,6 +252,7 @@ func (s *Store) lockRunning(ctx context.Context, tx *sqlx.Tx, id, nodeID string,
 // request is half-applied. Bytes past outputCap are counted, not stored, and
 // the stream is marked truncated.
 func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (shared.Offsets, error) {
+	changed := false
 	lens := map[int]*int64{streamStdout: &c.StdoutLen, streamStderr: &c.StderrLen}
 	trunc := map[int]*bool{streamStdout: &c.StdoutTruncated, streamStderr: &c.StderrTruncated}
 	// A gap rolls back the whole request, so the offsets to resend from are
@@ -283,6 +284,11 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 			}
 		}
 		*stored = end
+		changed = true
+	}
+	if !changed {
+		// Nothing new (an empty heartbeat, a retry): no write needed.
+		return shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}, nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
 		stdout_truncated = $4, stderr_truncated = $5 WHERE id = $1`,
@@ -360,23 +366,24 @@ type FinishResult struct {
 // note is appended to stderr (an execq line explaining an internal failure).
 // clearLease drops leased_by so a later finish by the old lease is refused.
 func finalize(ctx context.Context, tx *sqlx.Tx, id string, status shared.Status, exit sql.NullInt32, note string, clearLease bool) (time.Duration, error) {
+	// One statement (it sits on every command's completion path): take the
+	// chunks out, fold them into the record, and notify GET ?wait= callers,
+	// which is delivered at commit so a woken waiter reads the terminal row.
 	var ran float64
 	err := tx.GetContext(ctx, &ran, `
-		UPDATE commands SET status = $2, exit_code = $3, finished_at = now(), lease_expires_at = NULL,
-			leased_by = CASE WHEN $5 THEN NULL ELSE leased_by END,
-			stdout = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
-				WHERE command_id = $1 AND stream = 1), ''::bytea),
-			stderr = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
-				WHERE command_id = $1 AND stream = 2), ''::bytea) || convert_to($4, 'UTF8')
-		WHERE id = $1
-		RETURNING coalesce(extract(epoch FROM finished_at - started_at), 0)::float8`, id, status, exit, note, clearLease)
+		WITH del AS (DELETE FROM command_chunks WHERE command_id = $1 RETURNING stream, off, data),
+		upd AS (
+			UPDATE commands SET status = $2, exit_code = $3, finished_at = now(), lease_expires_at = NULL,
+				leased_by = CASE WHEN $5 THEN NULL ELSE leased_by END,
+				stdout = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM del WHERE stream = 1), ''::bytea),
+				stderr = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM del WHERE stream = 2), ''::bytea)
+					|| convert_to($4, 'UTF8')
+			WHERE id = $1
+			RETURNING coalesce(extract(epoch FROM finished_at - started_at), 0)::float8 AS ran)
+		SELECT upd.ran FROM upd, LATERAL (SELECT pg_notify('`+FinishedChannel+`', $1::text)) AS n`,
+		id, status, exit, note, clearLease)
 	if err != nil {
 		return 0, interpretError(err)
 	}
-	if _, err = tx.ExecContext(ctx, `DELETE FROM command_chunks WHERE command_id = $1`, id); err != nil {
-		return 0, interpretError(err)
-	}
-	// Delivered at commit: a woken waiter always reads the terminal record.
-	_, err = tx.ExecContext(ctx, `SELECT pg_notify('`+FinishedChannel+`', $1::text)`, id)
-	return time.Duration(ran * float64(time.Second)), interpretError(err)
+	return time.Duration(ran * float64(time.Second)), nil
 }

@@ -133,6 +133,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.dur(&cfg.SafetyPoll, "safety-poll", "EXECQ_SAFETY_POLL", "re-scan interval of parked polls without notification")
 	f.dur(&cfg.ReapInterval, "reap-interval", "EXECQ_REAP_INTERVAL", "reaper interval")
 	f.int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream")
+	f.dur(&cfg.AuthCacheTTL, "auth-cache-ttl", "EXECQ_AUTH_CACHE_TTL", "how long a verified token is reused without a database lookup (0 = off)")
 	f.dur(&cfg.ShutdownGrace, "shutdown-grace", "EXECQ_SHUTDOWN_GRACE", "time in-flight requests get at stop")
 	if err := f.parse(args); err != nil {
 		return err

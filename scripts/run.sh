@@ -353,8 +353,10 @@ Try it (paste into another shell):
 
   curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" $API/api/v1/containers
 
-  curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" -H 'Content-Type: application/json' \\
-    -d '{"program":"/bin/ls","args":["-l","/"]}' $API/api/v1/containers/$c2/commands
+  # submit, then wait (up to 30s) for the finished record in one more call
+  cmd=\$(curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" -H 'Content-Type: application/json' \\
+    -d '{"program":"/bin/ls","args":["-l","/"]}' $API/api/v1/containers/$c2/commands | jq -r .id)
+  curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" "$API/api/v1/commands/\$cmd?wait=30s" | jq .
 
   curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" $API/api/v1/commands/$id
 

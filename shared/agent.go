@@ -39,9 +39,13 @@ type InventoryRequest struct {
 	Containers []ContainerReport `json:"containers"`
 }
 
-// InventoryResponse acknowledges an inventory report.
+// InventoryResponse acknowledges an inventory report. Rejected lists the
+// container IDs another node already reported: they are not recorded for
+// this node (commands for them keep going to the first node), while the
+// rest of the report is.
 type InventoryResponse struct {
-	Accepted int `json:"accepted"`
+	Accepted int      `json:"accepted"`
+	Rejected []string `json:"rejected,omitempty"`
 }
 
 // LeaseRequest is the body of POST /agent/v1/lease.

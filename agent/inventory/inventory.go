@@ -86,7 +86,11 @@ func (r *Reporter) Run(ctx context.Context) error {
 			changed := !tried || !slices.Equal(reports, attempted)
 			if changed || (!sent && !now.Before(retryAt)) || (sent && now.Sub(lastSent) >= keepalive) {
 				sendCtx, cancel := context.WithTimeout(ctx, max(interval, 30*time.Second))
-				_, err := r.Sender.ReportInventory(sendCtx, reports)
+				resp, err := r.Sender.ReportInventory(sendCtx, reports)
+				if err == nil && resp != nil && len(resp.Rejected) > 0 && changed {
+					logger.Warn("the coordinator refused containers another node already reported; commands cannot reach them through this agent",
+						"container_ids", resp.Rejected)
+				}
 				cancel()
 				attempted, tried = reports, true
 				switch {

@@ -47,10 +47,15 @@ func (s *Server) putInventory(w http.ResponseWriter, r *http.Request) error {
 		}
 		cs[i] = store.Container{ID: id.String(), Name: c.Name, State: c.State}
 	}
-	if err := s.store.ReplaceInventory(r.Context(), nodeFrom(r).ID, cs); err != nil {
+	rejected, err := s.store.ReplaceInventory(r.Context(), nodeFrom(r).ID, cs)
+	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, shared.InventoryResponse{Accepted: len(cs)})
+	if len(rejected) > 0 {
+		s.log.Warn("containers already reported by another node were not recorded for this one",
+			"node_id", nodeFrom(r).ID, "container_ids", rejected)
+	}
+	return writeJSON(w, http.StatusOK, shared.InventoryResponse{Accepted: len(cs) - len(rejected), Rejected: rejected})
 }
 
 // lease is the long-poll. It holds no database connection while parked.

@@ -63,41 +63,41 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.visibleCommand(r)
-	if err != nil || c.Status.Terminal() || wait == 0 {
+	var wake <-chan struct{}
+	if wait > 0 {
+		id, err := pathUUID(r, "id")
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, record(c))
+		// Subscribe before the first read, so a finish in between is not
+		// missed.
+		ch, cancel := s.poller.Notifier.Subscribe(lease.Key(store.FinishedChannel, id))
+		defer cancel()
+		wake = ch
 	}
-	wake, cancel := s.poller.Notifier.Subscribe(lease.Key(store.FinishedChannel, c.ID))
-	defer cancel()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	safety := time.NewTicker(s.poller.SafetyInterval)
 	defer safety.Stop()
 	for {
-		// Re-read after subscribing, so a finish between the first read and
-		// the subscription is not missed.
-		if c, err = s.store.Get(r.Context(), c.ID); err != nil {
+		c, err := s.visibleCommand(r)
+		if err != nil {
 			return err
 		}
-		if c.Status.Terminal() {
-			break
+		if wait == 0 || c.Status.Terminal() {
+			return writeJSON(w, http.StatusOK, record(c))
 		}
 		select {
 		case <-wake:
-			continue
 		case <-safety.C:
-			continue
 		case <-deadline.C:
+			wait = 0 // answer with the current state
 		case <-s.poller.Draining:
+			wait = 0
 		case <-r.Context().Done():
 			return r.Context().Err()
 		}
-		break
 	}
-	return writeJSON(w, http.StatusOK, record(c))
 }
 
 // waitParam parses ?wait= as a Go duration ("30s") or whole seconds ("30").

@@ -1,0 +1,73 @@
+package app_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/execq/execq/shared"
+)
+
+// TestWaitReturnsOnFinish: GET ?wait= parked on a running command answers
+// with the terminal record soon after the agent finishes it, long before the
+// wait would end (a behavioural bound, not a performance figure).
+func TestWaitReturnsOnFinish(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	lc := b.run("echo", "hi")
+	got := make(chan response, 1)
+	began := time.Now()
+	go func() { got <- b.do(http.MethodGet, commandPath(lc.ID)+"?wait=25s", b.Alice.Token, nil) }()
+	time.Sleep(200 * time.Millisecond) // let it park (a finish before that is answered too)
+	if r := b.finish(b.NodeA, shared.FinishRequest{Attempt: lc.Attempt, Chunks: []shared.Chunk{stdout(0, "hi\n")},
+		StdoutLength: 3, ExitCode: exitCode(0)}, lc.ID); r.Status != http.StatusOK {
+		t.Fatalf("finish: %s", r)
+	}
+	select {
+	case r := <-got:
+		if r.Status != http.StatusOK {
+			t.Fatalf("wait: %s", r)
+		}
+		rec := decodeRecord(t, r)
+		if rec.Status != shared.StatusSucceeded || rec.Stdout != "hi\n" {
+			t.Fatalf("wait answered %+v, want the succeeded record", rec)
+		}
+		if waited := time.Since(began); waited > 15*time.Second {
+			t.Fatalf("wait answered after %s: not woken by the finish", waited)
+		}
+	case <-time.After(within):
+		t.Fatal("wait never answered")
+	}
+}
+
+// TestWaitEndsWithCurrentState: when the wait runs out, the answer is 200
+// with the record as it is (still queued).
+func TestWaitEndsWithCurrentState(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rec := b.submit(b.Alice, b.NodeA.Container, "true")
+	r := b.do(http.MethodGet, commandPath(rec.ID)+"?wait=300ms", b.Alice.Token, nil)
+	if r.Status != http.StatusOK || decodeRecord(t, r).Status != shared.StatusQueued {
+		t.Fatalf("got %s, want 200 with the queued record", r)
+	}
+}
+
+// TestWaitDoesNotLeak: waiting on someone else's command is the same 404 as
+// an unknown one, at once.
+func TestWaitDoesNotLeak(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rec := b.submit(b.Alice, b.NodeA.Container, "true")
+	r := b.do(http.MethodGet, commandPath(rec.ID)+"?wait=20s", b.Bob.Token, nil)
+	b.wantError(r, http.StatusNotFound, "not_found")
+}
+
+func decodeRecord(t *testing.T, r response) shared.CommandExecutionRecord {
+	t.Helper()
+	var rec shared.CommandExecutionRecord
+	if err := json.Unmarshal(r.Body, &rec); err != nil {
+		t.Fatalf("decode record %s: %v", r, err)
+	}
+	return rec
+}

@@ -18,8 +18,9 @@ import (
 //
 //   - latency: POST → terminal record (GET ?wait=) for `true`, one at a
 //     time, against one bare `runc exec` at a time; p50 and p99.
-//   - throughput: 200 `true` commands over two containers (agent concurrency
-//     8) against 200 bare `runc exec` run 8 at a time.
+//   - throughput: 200 `true` commands submitted at once over two containers
+//     (agent concurrency 8), until the last is terminal, against 200 bare
+//     `runc exec` run 8 at a time.
 //
 // It uses fixed sample counts (run with -benchtime=1x) and reports ratios.
 func BenchmarkEndToEnd(b *testing.B) {
@@ -33,9 +34,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 	s.startAgent("--concurrency", fmt.Sprint(parallel))
 	s.waitReported(cs...)
 	runcBin := runctest.RuncBinary(b)
-	bare := func(c *runctest.Container) {
+	// bareErr runs on worker goroutines too, so it returns its error
+	// instead of failing the benchmark itself.
+	bareErr := func(c *runctest.Container) error {
 		if out, err := exec.Command(runcBin, "--root", c.Root, "exec", c.ID, "true").CombinedOutput(); err != nil {
-			b.Fatalf("bare runc exec: %v: %s", err, out)
+			return fmt.Errorf("bare runc exec: %v: %s", err, out)
+		}
+		return nil
+	}
+	bare := func(c *runctest.Container) {
+		if err := bareErr(c); err != nil {
+			b.Fatal(err)
 		}
 	}
 	// Where the time goes, from the record's own timestamps (same clock):
@@ -44,11 +53,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 		sync.Mutex
 		dispatch, exec []time.Duration
 	}
-	viaExecq := func(c *runctest.Container) {
-		rec := s.submit(c.ID, "true")
+	waitDone := func(id string) {
 		var got shared.CommandExecutionRecord
 		for !got.Status.Terminal() {
-			if code := s.do("GET", "/api/v1/commands/"+rec.ID+"?wait=30s", s.userToken, nil, &got); code != http.StatusOK {
+			if code := s.do("GET", "/api/v1/commands/"+id+"?wait=30s", s.userToken, nil, &got); code != http.StatusOK {
 				b.Fatalf("wait: status %d", code)
 			}
 		}
@@ -60,6 +68,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		phases.exec = append(phases.exec, got.FinishedAt.Sub(*got.StartedAt))
 		phases.Unlock()
 	}
+	viaExecq := func(c *runctest.Container) { waitDone(s.submit(c.ID, "true").ID) }
 	// Warm both paths (page cache, connections) before measuring.
 	for range 5 {
 		bare(cs[0])
@@ -86,11 +95,21 @@ func BenchmarkEndToEnd(b *testing.B) {
 		execP50, _ := percentiles(phases.exec)
 
 		t0 := time.Now()
-		runN(throughputN, parallel, func(i int) { bare(cs[i%2]) })
+		if err := runN(throughputN, parallel, func(i int) error { return bareErr(cs[i%2]) }); err != nil {
+			b.Fatal(err)
+		}
 		bareTput := float64(throughputN) / time.Since(t0).Seconds()
 
+		// execq: submit all at once, as an operator fanning out would, and
+		// time until the last is terminal; the agent runs `parallel` at once.
 		t0 = time.Now()
-		runN(throughputN, parallel, func(i int) { viaExecq(cs[i%2]) })
+		ids := make([]string, throughputN)
+		for i := range ids {
+			ids[i] = s.submit(cs[i%2].ID, "true").ID
+		}
+		for _, id := range ids {
+			waitDone(id)
+		}
 		exTput := float64(throughputN) / time.Since(t0).Seconds()
 
 		b.ReportMetric(ms(bareP50), "bare-p50-ms")
@@ -110,16 +129,19 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 }
 
-// runN runs f(0..n-1) on `workers` goroutines.
-func runN(n, workers int, f func(int)) {
+// runN runs f(0..n-1) on `workers` goroutines and returns the first error.
+func runN(n, workers int, f func(int) error) error {
 	next := make(chan int)
+	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				f(i)
+				if err := f(i); err != nil {
+					errs <- err
+				}
 			}
 		}()
 	}
@@ -128,6 +150,8 @@ func runN(n, workers int, f func(int)) {
 	}
 	close(next)
 	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 func percentiles(d []time.Duration) (p50, p99 time.Duration) {

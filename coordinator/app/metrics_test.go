@@ -1,0 +1,46 @@
+package app_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/execq/execq/shared"
+)
+
+// TestMetricsFollowTheQueue: what Prometheus scrapes follows a command
+// through the queue — depth while queued and running, dispatch and exec
+// latency observed, the finish counted by status, HTTP traffic by route
+// template (never by raw path).
+func TestMetricsFollowTheQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const queued, running = `execq_queue_depth{status="queued"}`, `execq_queue_depth{status="running"}`
+
+	rec := b.submit(b.Alice, b.NodeA.Container, "true")
+	if got := scrape(t, b, b.URL, queued); got != 1 {
+		t.Fatalf("%s = %v after one submit, want 1", queued, got)
+	}
+	lc := b.leaseCommand(b.NodeA, rec.ID)
+	b.start(b.NodeA, lc)
+	if q, r := scrape(t, b, b.URL, queued), scrape(t, b, b.URL, running); q != 0 || r != 1 {
+		t.Fatalf("queued %v running %v after start, want 0 and 1", q, r)
+	}
+	if got := scrape(t, b, b.URL, "execq_dispatch_latency_seconds_count"); got != 1 {
+		t.Fatalf("dispatch latency observed %v times, want 1", got)
+	}
+	if r := b.finish(b.NodeA, shared.FinishRequest{Attempt: lc.Attempt, ExitCode: exitCode(0)}, rec.ID); r.Status != http.StatusOK {
+		t.Fatalf("finish: %s", r)
+	}
+	if got := scrape(t, b, b.URL, running); got != 0 {
+		t.Fatalf("%s = %v after finish, want 0", running, got)
+	}
+	if got := scrape(t, b, b.URL, `execq_exec_duration_seconds_count{status="succeeded"}`); got != 1 {
+		t.Fatalf("exec duration observed %v times, want 1", got)
+	}
+	if got := scrape(t, b, b.URL, `execq_commands_finished_total{status="succeeded"}`); got != 1 {
+		t.Fatalf("finished counter %v, want 1", got)
+	}
+	if got := scrape(t, b, b.URL, `execq_http_requests_total{code="202",method="POST",route="/api/v1/containers/{id}/commands"}`); got != 1 {
+		t.Fatalf("submit requests counted %v, want 1 under the route template", got)
+	}
+}

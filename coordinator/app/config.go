@@ -17,6 +17,9 @@ type Config struct {
 	// DBMaxConns bounds the pool (EXECQ_DB_MAX_CONNS). Parked long-polls use
 	// none, so this is sized for request concurrency, not agent count.
 	DBMaxConns int
+	// DBQueryTimeout bounds each database call, pool wait included
+	// (EXECQ_DB_QUERY_TIMEOUT): past it the request answers 503.
+	DBQueryTimeout time.Duration
 	// LeaseTTL is how long a lease, or a running command, survives without a
 	// heartbeat before the reaper acts (EXECQ_LEASE_TTL).
 	LeaseTTL time.Duration
@@ -44,16 +47,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:        "127.0.0.1:8080",
-		DBMaxConns:    20,
-		LeaseTTL:      15 * time.Second,
-		Heartbeat:     3 * time.Second,
-		MaxWait:       30 * time.Second,
-		SafetyPoll:    5 * time.Second,
-		ReapInterval:  time.Second,
-		OutputCap:     64 << 20,
-		ShutdownGrace: 10 * time.Second,
-		AuthCacheTTL:  10 * time.Second,
+		Listen:         "127.0.0.1:8080",
+		DBMaxConns:     20,
+		DBQueryTimeout: 10 * time.Second,
+		LeaseTTL:       15 * time.Second,
+		Heartbeat:      3 * time.Second,
+		MaxWait:        30 * time.Second,
+		SafetyPoll:     5 * time.Second,
+		ReapInterval:   time.Second,
+		OutputCap:      64 << 20,
+		ShutdownGrace:  10 * time.Second,
+		AuthCacheTTL:   10 * time.Second,
 	}
 }
 
@@ -66,6 +70,8 @@ func (c Config) Validate() error {
 		return errors.New("--listen (EXECQ_LISTEN) must not be empty")
 	case c.DBMaxConns < 2:
 		return errors.New("--db-max-conns (EXECQ_DB_MAX_CONNS) must be at least 2")
+	case c.DBQueryTimeout < 100*time.Millisecond:
+		return errors.New("--db-query-timeout (EXECQ_DB_QUERY_TIMEOUT) must be at least 100ms")
 	case c.LeaseTTL < time.Second:
 		return errors.New("--lease-ttl (EXECQ_LEASE_TTL) must be at least 1s")
 	case c.Heartbeat <= 0 || c.Heartbeat*2 > c.LeaseTTL:

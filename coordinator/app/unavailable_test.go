@@ -211,3 +211,31 @@ func (p *tcpProxy) setDown(down bool) {
 		}
 	}
 }
+
+// TestStuckDatabaseAnswers503: a database that stops answering — here a
+// row lock held elsewhere that a start must wait for — turns into a 503
+// once the query timeout passes, not a request that hangs; and the command
+// can still be started once the database answers again.
+func TestStuckDatabaseAnswers503(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *app.Config) { c.DBQueryTimeout = 300 * time.Millisecond }))
+	rec := b.submit(b.Alice, b.NodeA.Container, "true")
+	lc := b.leaseCommand(b.NodeA, rec.ID)
+
+	tx, err := b.DB.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`SELECT 1 FROM commands WHERE id = $1 FOR UPDATE`, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	r := b.agent(b.NodeA, lc.ID, "start", shared.StartRequest{Attempt: lc.Attempt})
+	b.wantError(r, http.StatusServiceUnavailable, "unavailable")
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.get(b.Alice, rec.ID); got.Status != shared.StatusQueued {
+		t.Fatalf("status %s after the timed-out start, want queued", got.Status)
+	}
+	b.start(b.NodeA, lc)
+}

@@ -71,6 +71,8 @@ func (e *GapError) Error() string {
 // commits, so a woken poller always finds the row. ErrNotFound means the
 // container was never reported (or is gone).
 func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var c CommandWithOutput
 	err := s.db.GetContext(ctx, &c, `
 		WITH target AS (SELECT node_id FROM containers WHERE id = $2),
@@ -91,6 +93,8 @@ func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, re
 
 // Get returns a command with its assembled output.
 func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var c CommandWithOutput
 	err := s.db.GetContext(ctx, &c, `SELECT `+commandCols+`, stdout, stderr FROM commands WHERE id = $1`, id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -102,6 +106,8 @@ func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
 // Output returns the exact bytes of one stream: the assembled column once
 // the command is terminal, the chunks received so far while it runs.
 func (s *Store) Output(ctx context.Context, id string, stream int) ([]byte, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	col := "stdout"
 	if stream == streamStderr {
 		col = "stderr"
@@ -141,6 +147,8 @@ func StreamNumber(name string) int {
 // any replica never take the same row. A command whose earlier lease expired
 // before start is claimable again.
 func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Duration) ([]Command, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	cs := []Command{}
 	err := s.db.SelectContext(ctx, &cs, `
 		UPDATE commands c SET attempt = c.attempt + 1, leased_by = $1,
@@ -162,6 +170,8 @@ func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Dura
 // It is idempotent for the same lease (a retried request whose answer was
 // lost gets the same yes) and refuses anything else.
 func (s *Store) Start(ctx context.Context, id, nodeID string, attempt int, ttl time.Duration) (time.Time, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var exp time.Time
 	err := s.db.GetContext(ctx, &exp, `
 		UPDATE commands SET status = 'running', started_at = now(),
@@ -216,6 +226,8 @@ func (s *Store) lookupForNode(ctx context.Context, q sqlx.QueryerContext, id, no
 // Heartbeat renews a running command's lease and appends output chunks.
 // It returns the stored offsets.
 func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, chunks []shared.Chunk, ttl time.Duration, outputCap int64) (shared.Offsets, time.Time, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var (
 		off shared.Offsets
 		exp time.Time
@@ -306,6 +318,8 @@ var ErrLengthMismatch = errors.New("declared output length is below what was alr
 // request kept), folds the chunks into the record and sets the terminal
 // status. A repeat by the same lease returns the stored status.
 func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.FinishRequest, outputCap int64) (FinishResult, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var res FinishResult
 	var gap *GapError
 	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {

@@ -23,6 +23,8 @@ type Container struct {
 // agent cannot take over another host's container and receive its commands,
 // and one duplicated ID does not block the rest of the node's inventory.
 func (s *Store) ReplaceInventory(ctx context.Context, nodeID string, cs []Container) (rejected []string, err error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	ids := make([]string, len(cs))
 	for i, c := range cs {
 		ids[i] = c.ID
@@ -60,6 +62,8 @@ func (s *Store) ReplaceInventory(ctx context.Context, nodeID string, cs []Contai
 
 // ListContainers returns every reported container, by node then name.
 func (s *Store) ListContainers(ctx context.Context) ([]Container, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	cs := []Container{}
 	err := s.db.SelectContext(ctx, &cs,
 		`SELECT id, node_id, name, state, last_seen_at FROM containers ORDER BY node_id, name, id`)

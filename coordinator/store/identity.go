@@ -51,6 +51,8 @@ func hashToken(tok string) []byte {
 
 // CreateUser adds a user and returns it with its token, shown only now.
 func (s *Store) CreateUser(ctx context.Context, name string, admin bool) (User, string, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	tok, hash, err := newToken(userTokenPrefix)
 	if err != nil {
 		return User{}, "", err
@@ -66,6 +68,8 @@ func (s *Store) CreateUser(ctx context.Context, name string, admin bool) (User, 
 
 // CreateNode adds a node (one agent's identity) and returns its token.
 func (s *Store) CreateNode(ctx context.Context, name string) (Node, string, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	tok, hash, err := newToken(nodeTokenPrefix)
 	if err != nil {
 		return Node{}, "", err
@@ -80,6 +84,8 @@ func (s *Store) CreateNode(ctx context.Context, name string) (Node, string, erro
 
 // UserByToken authenticates a user token.
 func (s *Store) UserByToken(ctx context.Context, tok string) (User, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var u User
 	err := s.db.GetContext(ctx, &u, `SELECT id, name, is_admin FROM users WHERE token_hash = $1`, hashToken(tok))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -91,6 +97,8 @@ func (s *Store) UserByToken(ctx context.Context, tok string) (User, error) {
 // NodeByToken authenticates a node token. It only reads: agents call on
 // every heartbeat, and last_seen_at is kept by the inventory and lease calls.
 func (s *Store) NodeByToken(ctx context.Context, tok string) (Node, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var n Node
 	err := s.db.GetContext(ctx, &n, `SELECT id, name FROM nodes WHERE token_hash = $1`, hashToken(tok))
 	if errors.Is(err, sql.ErrNoRows) {

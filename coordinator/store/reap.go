@@ -14,6 +14,8 @@ import (
 // are queued and leasable again, and notifies their nodes. It returns how many
 // it released.
 func (s *Store) RequeueExpired(ctx context.Context) (int, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var nodes []string
 	err := s.db.SelectContext(ctx, &nodes, `
 		WITH expired AS (
@@ -35,6 +37,8 @@ func (s *Store) RequeueExpired(ctx context.Context) (int, error) {
 // done part or all of its work. Rows locked by a concurrent heartbeat or by
 // another replica's reaper are skipped this round. Returns the IDs failed.
 func (s *Store) FailLost(ctx context.Context, limit int) ([]string, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var lost []struct {
 		ID       string       `db:"id"`
 		NodeName string       `db:"node_name"`
@@ -72,6 +76,8 @@ type QueueStats struct {
 
 // Stats counts live commands for the metrics collector.
 func (s *Store) Stats(ctx context.Context) (QueueStats, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	var q QueueStats
 	err := s.db.GetContext(ctx, &q, `
 		SELECT count(*) FILTER (WHERE status = 'queued') AS queued,

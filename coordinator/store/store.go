@@ -34,7 +34,8 @@ var (
 
 // Store wraps the connection pool.
 type Store struct {
-	db *sqlx.DB
+	db           *sqlx.DB
+	queryTimeout time.Duration
 }
 
 // Options tune the pool.
@@ -42,6 +43,19 @@ type Options struct {
 	// MaxConns bounds open connections. Long-polls never hold one while they
 	// wait, so a small pool serves many agents.
 	MaxConns int
+	// QueryTimeout bounds every store call (waiting for a pooled connection
+	// included), so a database that stops answering — a dropped network, a
+	// stuck lock — turns into a 503 instead of requests that hang. 0 means
+	// DefaultQueryTimeout.
+	QueryTimeout time.Duration
+}
+
+// DefaultQueryTimeout is Options.QueryTimeout's default.
+const DefaultQueryTimeout = 10 * time.Second
+
+// deadline bounds one store call; see Options.QueryTimeout.
+func (s *Store) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.queryTimeout)
 }
 
 // Open connects to PostgreSQL and checks the connection.
@@ -70,7 +84,11 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &Store{db: db}, nil
+	st := &Store{db: db, queryTimeout: opt.QueryTimeout}
+	if st.queryTimeout <= 0 {
+		st.queryTimeout = DefaultQueryTimeout
+	}
+	return st, nil
 }
 
 // Close closes the pool.
@@ -81,12 +99,16 @@ func (s *Store) DB() *sqlx.DB { return s.db }
 
 // Ping reports whether PostgreSQL answers.
 func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	return interpretError(s.db.PingContext(ctx))
 }
 
 // WithTx runs fn in a transaction, committing on nil and rolling back on an
 // error or a panic.
 func (s *Store) WithTx(ctx context.Context, fn func(tx *sqlx.Tx) error) (err error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return interpretError(err)
@@ -120,6 +142,8 @@ func interpretError(err error) error {
 		switch {
 		case pqErr.Code == "23505": // unique_violation
 			return fmt.Errorf("%w: %s", ErrConflict, pqErr.Message)
+		case pqErr.Code == "57014": // query_canceled: our own deadline ran out
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		case pqErr.Code.Class() == "08", // connection exception
 			pqErr.Code == "57P01", pqErr.Code == "57P02", pqErr.Code == "57P03", // shutdown, crash, cannot connect now
 			pqErr.Code == "53300", // too many connections

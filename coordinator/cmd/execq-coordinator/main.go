@@ -127,6 +127,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.str(&cfg.Listen, "listen", "EXECQ_LISTEN", "HTTP listen address")
 	f.str(&cfg.DatabaseURL, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
 	f.int(&cfg.DBMaxConns, "db-max-conns", "EXECQ_DB_MAX_CONNS", "max open database connections")
+	f.dur(&cfg.DBQueryTimeout, "db-query-timeout", "EXECQ_DB_QUERY_TIMEOUT", "longest a database call may take before the request answers 503")
 	f.dur(&cfg.LeaseTTL, "lease-ttl", "EXECQ_LEASE_TTL", "lease lifetime without heartbeat")
 	f.dur(&cfg.Heartbeat, "heartbeat-interval", "EXECQ_HEARTBEAT_INTERVAL", "heartbeat interval told to agents")
 	f.dur(&cfg.MaxWait, "longpoll-max-wait", "EXECQ_LONGPOLL_MAX_WAIT", "longest long-poll wait")

@@ -90,6 +90,18 @@ type StartResponse struct {
 	LeaseExpiresAt time.Time `json:"lease_expires_at"`
 }
 
+// ReleaseRequest is the body of POST /agent/v1/commands/{id}/release: the
+// agent gives back a lease it will not start (it is shutting down), so the
+// command is queued again at once instead of after the lease TTL.
+type ReleaseRequest struct {
+	Attempt int `json:"attempt"`
+}
+
+// ReleaseResponse confirms the command is queued again.
+type ReleaseResponse struct {
+	Status Status `json:"status"`
+}
+
 // Chunk is a run of output bytes at a byte offset of one stream. Data is
 // base64 in JSON. A chunk wholly below the stored end is acknowledged and
 // ignored; one that overlaps it is trimmed; one past it is a gap.

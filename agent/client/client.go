@@ -158,6 +158,14 @@ func (c *Client) Start(ctx context.Context, commandID string, attempt int) (*sha
 	return &out, err
 }
 
+// Release gives back a lease the agent will not start, so the command is
+// queued again at once rather than when the lease expires.
+func (c *Client) Release(ctx context.Context, commandID string, attempt int) (*shared.ReleaseResponse, error) {
+	var out shared.ReleaseResponse
+	err := c.do(ctx, c.short, "release command "+commandID, http.MethodPost, commandPath(commandID, "release"), shared.ReleaseRequest{Attempt: attempt}, &out)
+	return &out, err
+}
+
 // Heartbeat renews the lease of a running command and appends output.
 func (c *Client) Heartbeat(ctx context.Context, commandID string, req shared.HeartbeatRequest) (*shared.HeartbeatResponse, error) {
 	if req.Chunks == nil {

@@ -51,8 +51,9 @@
 // # Shutdown
 //
 // When Run's context is done the worker stops leasing (commands leased at
-// that instant are dropped unstarted and return to the queue after their
-// lease TTL) and lets running commands finish, heartbeating, for Grace. Then,
+// that instant are released unstarted back to the queue; if that fails,
+// they return when their lease expires) and lets running commands finish,
+// heartbeating, for Grace. Then,
 // or on Abort, it stops them and reports them failed with an Error such as
 // "the agent stopped the command during shutdown after the grace period of
 // 30s" (the coordinator writes it to stderr as an "execq: …" line). Reports

@@ -58,6 +58,7 @@ type fakeCmd struct {
 	finish     *shared.FinishRequest
 	finishes   int
 	finishedAt time.Time
+	releases   int
 }
 
 const testToken = "node-token"
@@ -248,6 +249,11 @@ func (f *fakeCoord) command(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, shared.FinishResponse{Status: finishStatus(&req)})
+	case "release":
+		f.mu.Lock()
+		c.releases++
+		f.mu.Unlock()
+		writeJSON(w, http.StatusOK, shared.ReleaseResponse{Status: shared.StatusQueued})
 	default:
 		writeJSON(w, http.StatusNotFound, errBody("not_found", "no such action"))
 	}

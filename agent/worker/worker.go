@@ -111,6 +111,7 @@ func (c Config) Validate() error {
 type Coordinator interface {
 	Lease(ctx context.Context, req shared.LeaseRequest) (*shared.LeaseResponse, error)
 	Start(ctx context.Context, commandID string, attempt int) (*shared.StartResponse, error)
+	Release(ctx context.Context, commandID string, attempt int) (*shared.ReleaseResponse, error)
 	Heartbeat(ctx context.Context, commandID string, req shared.HeartbeatRequest) (*shared.HeartbeatResponse, error)
 	Finish(ctx context.Context, commandID string, req shared.FinishRequest) (*shared.FinishResponse, error)
 }
@@ -134,6 +135,7 @@ type Worker struct {
 	abortOnce sync.Once
 	draining  atomic.Bool
 	running   sync.Once
+	releases  sync.WaitGroup // release calls in flight
 }
 
 // New returns a worker. logger and m may be nil.
@@ -249,6 +251,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			grew = false
 		}
 		if w.draining.Load() && len(sessions) == 0 && inflight == 0 {
+			w.releases.Wait() // each is bounded by its own timeout
 			w.log.Info("drained: no command left running")
 			return nil
 		}
@@ -276,10 +279,12 @@ func (w *Worker) Run(ctx context.Context) error {
 				log := w.log.With("command_id", cmd.ID, "container_id", cmd.ContainerID, "attempt", cmd.Attempt)
 				w.metrics.Leased.Inc()
 				if w.draining.Load() {
-					// Not started, so not running: the lease expires
-					// and the coordinator hands it out again.
-					log.Info("dropping command leased during shutdown; it returns to the queue when its lease expires")
+					// Not started, so not running: give the lease back
+					// so another agent can take it now. Should that
+					// fail, the lease simply expires.
 					w.metrics.StartRefused.WithLabelValues("draining").Inc()
+					w.releases.Add(1)
+					go w.release(cmd, log)
 					continue
 				}
 				if i >= r.max {
@@ -293,6 +298,18 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// release hands a lease it will not start back to the coordinator.
+func (w *Worker) release(cmd shared.LeasedCommand, log *slog.Logger) {
+	defer w.releases.Done()
+	ctx, cancel := context.WithTimeout(w.reportCtx, 10*time.Second)
+	defer cancel()
+	if _, err := w.coord.Release(ctx, cmd.ID, cmd.Attempt); err != nil {
+		log.Info("command leased during shutdown not released; it returns to the queue when its lease expires", "error", err)
+		return
+	}
+	log.Info("command leased during shutdown released back to the queue")
 }
 
 // poll runs one lease request after waiting delay, and reports the result.

@@ -110,6 +110,23 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, shared.StartResponse{Status: shared.StatusRunning, LeaseExpiresAt: exp.UTC()})
 }
 
+// release takes back a lease the agent will not start, queuing the command
+// again at once.
+func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	var req shared.ReleaseRequest
+	if err := decodeJSON(w, r, maxSmallBody, &req); err != nil {
+		return err
+	}
+	if err := s.store.Release(r.Context(), id, nodeFrom(r).ID, req.Attempt); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, shared.ReleaseResponse{Status: shared.StatusQueued})
+}
+
 func validChunks(chunks []shared.Chunk) error {
 	for i, c := range chunks {
 		if store.StreamNumber(c.Stream) == 0 {

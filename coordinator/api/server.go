@@ -78,6 +78,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	agent(http.MethodPut, "/containers", s.putInventory)
 	agent(http.MethodPost, "/lease", s.lease)
 	agent(http.MethodPost, "/commands/{id}/start", s.start)
+	agent(http.MethodPost, "/commands/{id}/release", s.release)
 	agent(http.MethodPost, "/commands/{id}/heartbeat", s.heartbeat)
 	agent(http.MethodPost, "/commands/{id}/finish", s.finish)
 

@@ -35,6 +35,7 @@ func TestAuthentication(t *testing.T) {
 		{http.MethodPost, agentCommandPath(lc.ID, "start"), shared.StartRequest{Attempt: lc.Attempt}},
 		{http.MethodPost, agentCommandPath(lc.ID, "heartbeat"), shared.HeartbeatRequest{Attempt: lc.Attempt, Chunks: []shared.Chunk{stdout(0, "x")}}},
 		{http.MethodPost, agentCommandPath(lc.ID, "finish"), shared.FinishRequest{Attempt: lc.Attempt, ExitCode: exitCode(0)}},
+		{http.MethodPost, agentCommandPath(lc.ID, "release"), shared.ReleaseRequest{Attempt: lc.Attempt}},
 	}
 	headers := map[string]string{
 		"no header":        "",

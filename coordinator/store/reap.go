@@ -32,6 +32,37 @@ func (s *Store) RequeueExpired(ctx context.Context) (int, error) {
 	return len(nodes), nil
 }
 
+// Release gives back a lease that was never started: the command is queued
+// again at once and its node's polls are woken. Repeating it for the same
+// lease is harmless; a started, replaced or expired-and-retaken lease gets
+// ErrLeaseLost.
+func (s *Store) Release(ctx context.Context, id, nodeID string, attempt int) error {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	var released []string
+	err := s.db.SelectContext(ctx, &released, `
+		WITH upd AS (
+			UPDATE commands SET leased_by = NULL, lease_expires_at = NULL
+			WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued'
+			RETURNING node_id)
+		SELECT upd.node_id FROM upd, LATERAL (SELECT pg_notify('`+NotifyChannel+`', upd.node_id::text)) AS n`,
+		id, nodeID, attempt)
+	if err != nil {
+		return fmt.Errorf("release command %s: %w", id, interpretError(err))
+	}
+	if len(released) == 1 {
+		return nil
+	}
+	c, err := s.lookupForNode(ctx, s.db, id, nodeID, false)
+	if err != nil {
+		return err
+	}
+	if c.Status == shared.StatusQueued && !c.LeasedBy.Valid && c.Attempt == attempt {
+		return nil // released already
+	}
+	return ErrLeaseLost
+}
+
 // FailLost marks running commands whose heartbeats stopped as failed, with an
 // "agent lost" line in stderr. They are never re-run: the program may have
 // done part or all of its work. Rows locked by a concurrent heartbeat or by

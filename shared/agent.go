@@ -102,6 +102,11 @@ type ReleaseResponse struct {
 	Status Status `json:"status"`
 }
 
+// MaxRequestOutputBytes bounds the output bytes (both streams together) one
+// heartbeat or finish may carry. The coordinator's body limit leaves room
+// for them in base64 plus the envelope.
+const MaxRequestOutputBytes = 8 << 20
+
 // Chunk is a run of output bytes at a byte offset of one stream. Data is
 // base64 in JSON. A chunk wholly below the stored end is acknowledged and
 // ignored; one that overlaps it is trimmed; one past it is a gap.

@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"github.com/execq/execq/shared"
 	"log/slog"
 	"net"
 	"net/url"
@@ -143,8 +144,8 @@ func (c Config) Validate() error {
 	if c.RetryWaitMax < c.RetryWaitMin {
 		add("--retry-wait-max %v is below --retry-wait-min %v", c.RetryWaitMax, c.RetryWaitMin)
 	}
-	if c.ChunkBytes < 1024 || c.ChunkBytes > 16<<20 {
-		add("--chunk-bytes (EXECQ_CHUNK_BYTES) %d: must be 1 KiB..16 MiB", c.ChunkBytes)
+	if c.ChunkBytes < 1024 || c.ChunkBytes > shared.MaxRequestOutputBytes {
+		add("--chunk-bytes (EXECQ_CHUNK_BYTES) %d: must be 1 KiB..%d MiB (what the coordinator accepts in one request)", c.ChunkBytes, shared.MaxRequestOutputBytes>>20)
 	}
 	if c.MaxBufferBytes < int64(c.ChunkBytes) {
 		add("--max-buffer-bytes (EXECQ_MAX_BUFFER_BYTES) %d must be at least --chunk-bytes %d", c.MaxBufferBytes, c.ChunkBytes)

@@ -18,9 +18,9 @@ const (
 	maxInventory     = 10000
 	maxLeaseBatch    = 100
 	maxSmallBody     = 4 << 10
-	// MaxChunkBody bounds a heartbeat or finish body: 16 MiB of JSON holds
-	// about 12 MiB of base64 output. Agents send far less per request.
-	MaxChunkBody = 16 << 20
+	// MaxChunkBody bounds a heartbeat or finish body: shared.MaxRequestOutputBytes
+	// in base64 (4/3 of it) with ample room for the envelope.
+	MaxChunkBody = shared.MaxRequestOutputBytes*4/3 + 1<<20
 )
 
 func (s *Server) putInventory(w http.ResponseWriter, r *http.Request) error {

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -185,5 +186,21 @@ func TestOutputCap(t *testing.T) {
 	}
 	if out := b.output(b.Alice, lc.ID, shared.StreamStdout); string(out) != string(big[:1024]) {
 		t.Fatalf("raw output %d bytes, want the first 1024", len(out))
+	}
+}
+
+// TestLargestAgentRequestAccepted: a heartbeat carrying the most output an
+// agent may send in one request (shared.MaxRequestOutputBytes, base64 in
+// JSON) fits the coordinator's body limit.
+func TestLargestAgentRequestAccepted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	lc := b.run("cat")
+	half := shared.MaxRequestOutputBytes / 2
+	hb := b.heartbeat(b.NodeA, lc,
+		shared.Chunk{Stream: shared.StreamStdout, Data: bytes.Repeat([]byte{0xff}, half)},
+		shared.Chunk{Stream: shared.StreamStderr, Data: bytes.Repeat([]byte{0x00}, half)})
+	if hb.Stdout != int64(half) || hb.Stderr != int64(half) {
+		t.Fatalf("offsets %+v after a maximal heartbeat, want %d each", hb.Offsets, half)
 	}
 }

@@ -16,8 +16,8 @@ import (
 // BenchmarkEndToEnd measures execq against the physical floor in the same
 // run: bare `runc exec <c> true` on the same containers.
 //
-//   - latency: POST → terminal record (GET ?wait=) for `true`, one at a
-//     time, against one bare `runc exec` at a time; p50 and p99.
+//   - latency: submit-and-wait (POST ?wait=) → terminal record for `true`,
+//     one at a time, against one bare `runc exec` at a time; p50 and p99.
 //   - throughput: 200 `true` commands submitted at once over two containers
 //     (agent concurrency 8), until the last is terminal, against 200 bare
 //     `runc exec` run 8 at a time.
@@ -53,9 +53,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 		sync.Mutex
 		dispatch, exec []time.Duration
 	}
-	waitDone := func(id string) {
-		var got shared.CommandExecutionRecord
+	// waitDone waits (GET ?wait=) until got is terminal, checks it and
+	// records its phases.
+	waitDone := func(got shared.CommandExecutionRecord) {
 		for !got.Status.Terminal() {
+			id := got.ID
 			if code := s.do("GET", "/api/v1/commands/"+id+"?wait=30s", s.userToken, nil, &got); code != http.StatusOK {
 				b.Fatalf("wait: status %d", code)
 			}
@@ -68,7 +70,16 @@ func BenchmarkEndToEnd(b *testing.B) {
 		phases.exec = append(phases.exec, got.FinishedAt.Sub(*got.StartedAt))
 		phases.Unlock()
 	}
-	viaExecq := func(c *runctest.Container) { waitDone(s.submit(c.ID, "true").ID) }
+	// Latency uses submit-and-wait: one call, as an operator would.
+	viaExecq := func(c *runctest.Container) {
+		var rec shared.CommandExecutionRecord
+		code := s.do("POST", "/api/v1/containers/"+c.ID+"/commands?wait=30s", s.userToken,
+			shared.SubmitRequest{Program: "true"}, &rec)
+		if code != http.StatusAccepted {
+			b.Fatalf("submit-and-wait: status %d", code)
+		}
+		waitDone(rec) // terminal already unless the wait ran out
+	}
 	// Warm both paths (page cache, connections) before measuring.
 	for range 5 {
 		bare(cs[0])
@@ -103,12 +114,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 		// execq: submit all at once, as an operator fanning out would, and
 		// time until the last is terminal; the agent runs `parallel` at once.
 		t0 = time.Now()
-		ids := make([]string, throughputN)
-		for i := range ids {
-			ids[i] = s.submit(cs[i%2].ID, "true").ID
+		recs := make([]shared.CommandExecutionRecord, throughputN)
+		for i := range recs {
+			recs[i] = s.submit(cs[i%2].ID, "true")
 		}
-		for _, id := range ids {
-			waitDone(id)
+		for _, rec := range recs {
+			waitDone(rec)
 		}
 		exTput := float64(throughputN) / time.Since(t0).Seconds()
 

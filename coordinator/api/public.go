@@ -19,6 +19,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	wait, err := waitParam(r, s.cfg.MaxWait)
+	if err != nil {
+		return err
+	}
 	var req shared.SubmitRequest
 	if err := decodeJSON(w, r, shared.MaxSubmitBodyBytes, &req); err != nil {
 		return err
@@ -32,6 +36,19 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		return err
+	}
+	if wait > 0 {
+		// Submit and wait in one call. The command is queued whatever
+		// happens now, so a failed wait still answers with the queued
+		// record: an error here would invite a second submit.
+		done, err := s.awaitTerminal(r, c.ID, wait, func() (store.CommandWithOutput, error) {
+			return s.store.Get(r.Context(), c.ID)
+		})
+		if err == nil {
+			c = done
+		} else if r.Context().Err() != nil {
+			return r.Context().Err()
+		}
 	}
 	w.Header().Set("Location", "/api/v1/commands/"+c.ID)
 	return writeJSON(w, http.StatusAccepted, record(c))
@@ -63,14 +80,25 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	c, err := s.awaitTerminal(r, id, wait, func() (store.CommandWithOutput, error) { return s.visibleCommand(r) })
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, record(c))
+}
+
+// awaitTerminal reads a command with read until it is terminal or wait has
+// passed, and returns the last read. Waiting holds no database connection:
+// it subscribes to completion notifications (from any replica) before its
+// first read, so a finish in between is not missed, and re-reads on a
+// notification or the slow safety tick.
+func (s *Server) awaitTerminal(r *http.Request, id string, wait time.Duration, read func() (store.CommandWithOutput, error)) (store.CommandWithOutput, error) {
 	var wake <-chan struct{}
 	if wait > 0 {
-		id, err := pathUUID(r, "id")
-		if err != nil {
-			return err
-		}
-		// Subscribe before the first read, so a finish in between is not
-		// missed.
 		ch, cancel := s.poller.Notifier.Subscribe(lease.Key(store.FinishedChannel, id))
 		defer cancel()
 		wake = ch
@@ -80,22 +108,19 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
 	safety := time.NewTicker(s.poller.SafetyInterval)
 	defer safety.Stop()
 	for {
-		c, err := s.visibleCommand(r)
-		if err != nil {
-			return err
-		}
-		if wait == 0 || c.Status.Terminal() {
-			return writeJSON(w, http.StatusOK, record(c))
+		c, err := read()
+		if err != nil || wait == 0 || c.Status.Terminal() {
+			return c, err
 		}
 		select {
 		case <-wake:
 		case <-safety.C:
 		case <-deadline.C:
-			wait = 0 // answer with the current state
+			wait = 0 // one last read: answer with the current state
 		case <-s.poller.Draining:
 			wait = 0
 		case <-r.Context().Done():
-			return r.Context().Err()
+			return c, r.Context().Err()
 		}
 	}
 }

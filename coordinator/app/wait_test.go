@@ -71,3 +71,53 @@ func decodeRecord(t *testing.T, r response) shared.CommandExecutionRecord {
 	}
 	return rec
 }
+
+// TestSubmitAndWait: POST ?wait= answers with the finished record in one
+// call when the command ends within the wait.
+func TestSubmitAndWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	got := make(chan response, 1)
+	go func() {
+		got <- b.do(http.MethodPost, submitPath(b.NodeA.Container)+"?wait=25s", b.Alice.Token,
+			shared.SubmitRequest{Program: "echo", Args: []string{"hi"}})
+	}()
+	// Play the agent: lease whatever arrives, run it, finish it.
+	var lc shared.LeasedCommand
+	eventually(t, within, func() bool {
+		resp := b.leaseAt(b.URL, b.NodeA, 1, 1000)
+		if len(resp.Commands) == 1 {
+			lc = resp.Commands[0]
+		}
+		return lc.ID != ""
+	}, "the submitted command was never leased")
+	b.start(b.NodeA, lc)
+	if r := b.finish(b.NodeA, shared.FinishRequest{Attempt: lc.Attempt, Chunks: []shared.Chunk{stdout(0, "hi\n")},
+		StdoutLength: 3, ExitCode: exitCode(0)}, lc.ID); r.Status != http.StatusOK {
+		t.Fatalf("finish: %s", r)
+	}
+	select {
+	case r := <-got:
+		rec := decodeRecord(t, r)
+		if r.Status != http.StatusAccepted || rec.ID != lc.ID || rec.Status != shared.StatusSucceeded || rec.Stdout != "hi\n" {
+			t.Fatalf("submit-and-wait answered %s, want 202 with the succeeded record", r)
+		}
+		if loc := r.Header.Get("Location"); loc != commandPath(lc.ID) {
+			t.Fatalf("Location %q", loc)
+		}
+	case <-time.After(within):
+		t.Fatal("submit-and-wait never answered")
+	}
+}
+
+// TestSubmitBadWaitWritesNothing: an invalid wait is refused before
+// anything is queued.
+func TestSubmitBadWaitWritesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.do(http.MethodPost, submitPath(b.NodeA.Container)+"?wait=soon", b.Alice.Token, shared.SubmitRequest{Program: "true"})
+	b.wantError(r, http.StatusBadRequest, "invalid_wait")
+	if n := b.count(`SELECT count(*) FROM commands`); n != 0 {
+		t.Fatalf("%d commands written by a refused submit", n)
+	}
+}

@@ -42,4 +42,12 @@
 // KillAfter, and reports the command failed with a reason. It never SIGKILLs
 // `runc exec` while the program is alive: that would orphan the program inside
 // the container.
+//
+// # After a crash
+//
+// An agent that dies (SIGKILL, OOM) leaves its programs running; the
+// coordinator fails their commands as "agent lost". The next agent on the
+// host kills those programs at start (runc.Runner.ReapOrphans): each exec's
+// scratch directory records the agent's pid, so a dead agent's leftovers
+// are told from a live one's.
 package agent

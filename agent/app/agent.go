@@ -101,6 +101,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("execq agent starting", "coordinator", a.cfg.CoordinatorURL, "runc_root", a.cfg.RuncRoot,
 		"concurrency", a.cfg.Concurrency, "drain_grace", a.cfg.DrainGrace.String(), "metrics_listen", a.cfg.MetricsListen)
 
+	if n := a.Runner.ReapOrphans(a.log.With("component", "runc")); n > 0 {
+		a.log.Warn("ended programs an earlier agent left running; their commands were already failed as agent lost", "killed", n)
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Inventory.Run(gctx) })
 	workerDone := make(chan struct{})

@@ -16,7 +16,8 @@ import (
 // TestAgentKilledWhileRunning: SIGKILL the agent while a command runs. With
 // no heartbeats the reaper fails the command with an "agent lost" line within
 // lease TTL + reap interval (3s + 0.2s here; the test allows 30s for a
-// loaded machine) and it is never run again, even once an agent is back.
+// loaded machine) and it is never run again, even once an agent is back;
+// the new agent kills the program the dead one left running.
 func TestAgentKilledWhileRunning(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stackOptions{leaseTTL: 3 * time.Second})
@@ -43,8 +44,12 @@ func TestAgentKilledWhileRunning(t *testing.T) {
 		t.Fatalf("exit_code %d for a command whose exit is unknown", *got.ExitCode)
 	}
 
-	// A new agent must not pick it up again.
+	// A new agent must not pick it up again, and ends the orphaned program
+	// its predecessor left in the container.
 	s.startAgent()
+	s.eventually(30*time.Second, "the orphaned program to be ended", func() bool {
+		return !containerRuns(t, c.Root, c.ID, "sleep 600")
+	})
 	probe := s.submit(c.ID, "true")
 	s.wait(probe.ID, time.Minute)
 	if got := s.get(rec.ID); got.Status != shared.StatusFailed {

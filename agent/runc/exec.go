@@ -109,8 +109,13 @@ func (r *Runner) Exec(ctx context.Context, cfg ExecConfig) (*Process, error) {
 		}
 		return nil, fmt.Errorf("prepare exec in container %s: %w", cfg.ContainerID, err)
 	}
-	dir, err := os.MkdirTemp(r.TempDir, "execq-exec-")
+	dir, err := os.MkdirTemp(r.TempDir, strings.TrimSuffix(execDirPattern, "*"))
 	if err != nil {
+		return nil, fmt.Errorf("prepare exec in container %s: %w", cfg.ContainerID, err)
+	}
+	// Lets a later agent reap the program should this one die (ReapOrphans).
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("prepare exec in container %s: %w", cfg.ContainerID, err)
 	}
 	p := &Process{

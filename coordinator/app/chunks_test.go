@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/execq/execq/coordinator/app"
 	"github.com/execq/execq/shared"
@@ -194,7 +195,9 @@ func TestOutputCap(t *testing.T) {
 // JSON) fits the coordinator's body limit.
 func TestLargestAgentRequestAccepted(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	// Encoding 8 MiB under the race detector on a busy machine can outlast
+	// the tests' usual 2s lease; this test is about the size limit only.
+	b := setup(t, withConfig(func(c *app.Config) { c.LeaseTTL, c.Heartbeat = time.Minute, 10*time.Second }))
 	lc := b.run("cat")
 	half := shared.MaxRequestOutputBytes / 2
 	hb := b.heartbeat(b.NodeA, lc,

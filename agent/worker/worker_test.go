@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,14 +189,16 @@ func TestExitCodesAndExecErrors(t *testing.T) {
 }
 
 func TestStartNotConfirmedNeverRuns(t *testing.T) {
-	var refused sync.Map
+	var fc *fakeCoord
 	h := setup(t, Config{Concurrency: 3}, func(f *fakeCoord) {
+		fc = f
 		f.onStart = func(id string) (int, any) {
-			v, ok := refused.Load(id)
-			if !ok {
+			// The refusal is named by the command's last argument, known
+			// before it is enqueued: the agent may start it at once.
+			args := fc.snapshot(id).cmd.Args
+			switch args[len(args)-1] {
+			case "allowed":
 				return 0, nil
-			}
-			switch v.(string) {
 			case "lease_lost":
 				return http.StatusConflict, errBody(shared.CodeLeaseLost, "expired")
 			case "cancelled":
@@ -211,9 +212,7 @@ func TestStartNotConfirmedNeverRuns(t *testing.T) {
 	})
 	var ids []string
 	for _, how := range []string{"lease_lost", "cancelled", "forbidden", "down"} {
-		id := h.fc.enqueue(h.c.ID, "sh", "-c", `touch "/tmp/ran-$0"`, how)
-		refused.Store(id, how)
-		ids = append(ids, id)
+		ids = append(ids, h.fc.enqueue(h.c.ID, "sh", "-c", `touch "/tmp/ran-$0"`, how))
 	}
 	// A command that is allowed, to know the others had their chance.
 	ok := h.fc.enqueue(h.c.ID, "sh", "-c", `touch "/tmp/ran-$0"`, "allowed")

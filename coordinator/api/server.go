@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,7 +114,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		start := time.Now()
 		next.ServeHTTP(rec, r)
 		s.metrics.HTTPDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
-		s.metrics.HTTPRequests.WithLabelValues(route, r.Method, statusText(rec.status)).Inc()
+		s.metrics.HTTPRequests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
 	})
 }
 
@@ -125,11 +126,6 @@ type statusRecorder struct {
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
-}
-
-func statusText(code int) string {
-	const digits = "0123456789"
-	return string([]byte{digits[code/100%10], digits[code/10%10], digits[code%10]})
 }
 
 func muxVar(r *http.Request, name string) string { return mux.Vars(r)[name] }

@@ -237,11 +237,15 @@ func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, c
 		if err != nil {
 			return err
 		}
-		if off, err = appendChunks(ctx, tx, &c, chunks, outputCap); err != nil {
+		if _, err := appendChunks(ctx, tx, &c, chunks, outputCap); err != nil {
 			return err
 		}
-		return interpretError(tx.GetContext(ctx, &exp, `UPDATE commands SET lease_expires_at = now() + $2 * interval '1 millisecond'
-			WHERE id = $1 RETURNING lease_expires_at`, id, ttl.Milliseconds()))
+		off = c.offsets()
+		// One write per heartbeat: the stream ends and the renewed lease.
+		return interpretError(tx.GetContext(ctx, &exp, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
+				stdout_truncated = $4, stderr_truncated = $5, lease_expires_at = now() + $6 * interval '1 millisecond'
+			WHERE id = $1 RETURNING lease_expires_at`,
+			id, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated, ttl.Milliseconds()))
 	})
 	return off, exp, err
 }
@@ -258,26 +262,27 @@ func (s *Store) lockRunning(ctx context.Context, tx *sqlx.Tx, id, nodeID string,
 	return c, nil
 }
 
-// appendChunks stores the new part of each chunk. A chunk wholly below the
-// stored end is a retry and is ignored; one overlapping it is trimmed; one
-// starting past it is a gap, which aborts the transaction so nothing of the
-// request is half-applied. Bytes past outputCap are counted, not stored, and
-// the stream is marked truncated.
-func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (shared.Offsets, error) {
-	changed := false
+// appendChunks stores the new part of each chunk and advances c's stream
+// ends, reporting whether any moved; the caller writes them to the row along
+// with whatever else it updates. A chunk wholly below the stored end is a
+// retry and is ignored; one overlapping it is trimmed; one starting past it
+// is a gap, which aborts the transaction so nothing of the request is
+// half-applied. Bytes past outputCap are counted, not stored, and the stream
+// is marked truncated.
+func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (changed bool, err error) {
 	lens := map[int]*int64{streamStdout: &c.StdoutLen, streamStderr: &c.StderrLen}
 	trunc := map[int]*bool{streamStdout: &c.StdoutTruncated, streamStderr: &c.StderrTruncated}
 	// A gap rolls back the whole request, so the offsets to resend from are
 	// those stored before it, not those its earlier chunks reached.
-	before := shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}
+	before := c.offsets()
 	for _, ch := range chunks {
 		stream := StreamNumber(ch.Stream)
 		if stream == 0 {
-			return shared.Offsets{}, fmt.Errorf("unknown stream %q", ch.Stream)
+			return false, fmt.Errorf("unknown stream %q", ch.Stream)
 		}
 		stored := lens[stream]
 		if ch.Offset > *stored {
-			return shared.Offsets{}, &GapError{Offsets: before}
+			return false, &GapError{Offsets: before}
 		}
 		end := ch.Offset + int64(len(ch.Data))
 		if end <= *stored {
@@ -292,22 +297,18 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 		if len(keep) > 0 {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO command_chunks (command_id, stream, off, data) VALUES ($1, $2, $3, $4)`,
 				c.ID, stream, *stored, keep); err != nil {
-				return shared.Offsets{}, interpretError(err)
+				return false, interpretError(err)
 			}
 		}
 		*stored = end
 		changed = true
 	}
-	if !changed {
-		// Nothing new (an empty heartbeat, a retry): no write needed.
-		return shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}, nil
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
-		stdout_truncated = $4, stderr_truncated = $5 WHERE id = $1`,
-		c.ID, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated); err != nil {
-		return shared.Offsets{}, interpretError(err)
-	}
-	return shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}, nil
+	return changed, nil
+}
+
+// offsets are the stored ends of the command's streams.
+func (c *Command) offsets() shared.Offsets {
+	return shared.Offsets{Stdout: c.StdoutLen, Stderr: c.StderrLen}
 }
 
 // ErrLengthMismatch: the agent declared less output than was already stored.
@@ -334,10 +335,18 @@ func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.Finish
 		if c.Status != shared.StatusRunning || !c.owns(nodeID, req.Attempt) {
 			return ErrLeaseLost
 		}
-		off, err := appendChunks(ctx, tx, &c, req.Chunks, outputCap)
+		changed, err := appendChunks(ctx, tx, &c, req.Chunks, outputCap)
 		if err != nil {
 			return err
 		}
+		if changed {
+			if _, err := tx.ExecContext(ctx, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
+				stdout_truncated = $4, stderr_truncated = $5 WHERE id = $1`,
+				id, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated); err != nil {
+				return interpretError(err)
+			}
+		}
+		off := c.offsets()
 		if req.StdoutLength < off.Stdout || req.StderrLength < off.Stderr {
 			return ErrLengthMismatch
 		}

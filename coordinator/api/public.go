@@ -56,19 +56,17 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 
 // visibleCommand loads a command the caller may read. Another user's command
 // is reported as not found, so its existence does not leak.
-func (s *Server) visibleCommand(r *http.Request) (store.CommandWithOutput, error) {
-	id, err := pathUUID(r, "id")
-	if err != nil {
-		return store.CommandWithOutput{}, err
-	}
+func (s *Server) visibleCommand(r *http.Request, id string) (store.CommandWithOutput, error) {
 	c, err := s.store.Get(r.Context(), id)
-	if err != nil {
-		return c, err
+	if err == nil && !mayRead(userFrom(r), c.RequestedBy) {
+		err = store.ErrNotFound
 	}
-	if u := userFrom(r); !u.IsAdmin && c.RequestedBy != u.ID {
-		return c, store.ErrNotFound
-	}
-	return c, nil
+	return c, err
+}
+
+// mayRead says whether user may see a command requested by requestedBy.
+func mayRead(user store.User, requestedBy string) bool {
+	return user.IsAdmin || user.ID == requestedBy
 }
 
 // getCommand returns the record. With ?wait=DURATION (e.g. 30s, capped by the
@@ -84,7 +82,7 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.awaitTerminal(r, id, wait, func() (store.CommandWithOutput, error) { return s.visibleCommand(r) })
+	c, err := s.awaitTerminal(r, id, wait, func() (store.CommandWithOutput, error) { return s.visibleCommand(r, id) })
 	if err != nil {
 		return err
 	}
@@ -156,18 +154,21 @@ func (s *Server) getOutput(w http.ResponseWriter, r *http.Request) error {
 	if stream == 0 {
 		return badRequest("invalid_stream", `stream must be "stdout" or "stderr"`)
 	}
-	c, err := s.visibleCommand(r)
+	id, err := pathUUID(r, "id")
 	if err != nil {
 		return err
 	}
-	out, err := s.store.Output(r.Context(), c.ID, stream)
+	out, err := s.store.Output(r.Context(), id, stream)
+	if err == nil && !mayRead(userFrom(r), out.RequestedBy) {
+		err = store.ErrNotFound
+	}
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("X-Execq-Status", string(c.Status))
+	w.Header().Set("X-Execq-Status", string(out.Status))
 	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(out)
+	_, err = w.Write(out.Data)
 	return err
 }
 

@@ -103,24 +103,33 @@ func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
 	return c, interpretError(err)
 }
 
+// StreamOutput is one stream's exact bytes, with what the API needs to
+// authorise and label them.
+type StreamOutput struct {
+	RequestedBy string        `db:"requested_by"`
+	Status      shared.Status `db:"status"`
+	Data        []byte        `db:"data"`
+}
+
 // Output returns the exact bytes of one stream: the assembled column once
-// the command is terminal, the chunks received so far while it runs.
-func (s *Store) Output(ctx context.Context, id string, stream int) ([]byte, error) {
+// the command is terminal, the chunks received so far while it runs. Only
+// the stream asked for is read.
+func (s *Store) Output(ctx context.Context, id string, stream int) (StreamOutput, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	col := "stdout"
 	if stream == streamStderr {
 		col = "stderr"
 	}
-	var out []byte
+	var out StreamOutput
 	err := s.db.GetContext(ctx, &out, `
-		SELECT CASE WHEN c.status IN ('queued','running')
+		SELECT c.requested_by, c.status, CASE WHEN c.status IN ('queued','running')
 			THEN coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
 				WHERE command_id = c.id AND stream = $2), ''::bytea)
-			ELSE c.`+col+` END
+			ELSE c.`+col+` END AS data
 		FROM commands c WHERE c.id = $1`, id, stream)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
+		return out, ErrNotFound
 	}
 	return out, interpretError(err)
 }

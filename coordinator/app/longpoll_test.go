@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/execq/execq/coordinator/app"
+	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/shared"
 )
 
@@ -43,7 +44,7 @@ func (b *bundle) parkPoll(ctx context.Context, base string, node nodeIdentity, w
 // waitParked waits until the replica holds n parked polls.
 func waitParked(t testing.TB, a *app.App, n int) {
 	t.Helper()
-	eventually(t, within, func() bool { return a.Notifier.Parked() == n }, "%d polls never parked (have %d)", n, a.Notifier.Parked())
+	eventually(t, within, func() bool { return a.Notifier.Parked(store.NotifyChannel) == n }, "%d polls never parked (have %d)", n, a.Notifier.Parked(store.NotifyChannel))
 }
 
 // wantWoken checks a parked poll returned the command soon after enqueued.
@@ -222,5 +223,5 @@ func TestManyParkedPolls(t *testing.T) {
 			t.Fatalf("a second poll answered: %s", res.resp)
 		}
 	}
-	eventually(t, within, func() bool { return b.App.Notifier.Parked() == 0 }, "cancelled polls stayed parked")
+	eventually(t, within, func() bool { return b.App.Notifier.Parked(store.NotifyChannel) == 0 }, "cancelled polls stayed parked")
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/shared"
 )
 
@@ -19,7 +20,7 @@ func TestWaitReturnsOnFinish(t *testing.T) {
 	got := make(chan response, 1)
 	began := time.Now()
 	go func() { got <- b.do(http.MethodGet, commandPath(lc.ID)+"?wait=25s", b.Alice.Token, nil) }()
-	time.Sleep(200 * time.Millisecond) // let it park (a finish before that is answered too)
+	eventually(t, within, func() bool { return b.App.Notifier.Parked(store.FinishedChannel) == 1 }, "the wait never parked")
 	if r := b.finish(b.NodeA, shared.FinishRequest{Attempt: lc.Attempt, Chunks: []shared.Chunk{stdout(0, "hi\n")},
 		StdoutLength: 3, ExitCode: exitCode(0)}, lc.ID); r.Status != http.StatusOK {
 		t.Fatalf("finish: %s", r)

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,13 +76,17 @@ func signal(set map[chan struct{}]struct{}) {
 	}
 }
 
-// Parked returns how many polls are waiting, for metrics.
-func (n *Notifier) Parked() int {
+// Parked returns how many waiters wait on channel (agent long-polls on the
+// enqueue channel, GET ?wait= callers on the completion channel).
+func (n *Notifier) Parked(channel string) int {
+	prefix := Key(channel, "")
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	total := 0
-	for _, set := range n.waiters {
-		total += len(set)
+	for key, set := range n.waiters {
+		if strings.HasPrefix(key, prefix) {
+			total += len(set)
+		}
 	}
 	return total
 }

@@ -65,9 +65,9 @@ func poll(p *Poller, node string, wait time.Duration) chan pollResult {
 func waitParked(t *testing.T, n *Notifier, want int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for n.Parked() != want {
+	for n.Parked(store.NotifyChannel) != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("parked = %d, want %d", n.Parked(), want)
+			t.Fatalf("parked = %d, want %d", n.Parked(store.NotifyChannel), want)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -109,7 +109,7 @@ func TestPollWakesOnlyItsNode(t *testing.T) {
 	if r.err != nil || len(r.cmds) != 1 || r.cmds[0].ID != "cmd-1" {
 		t.Fatalf("got %+v, want cmd-1", r)
 	}
-	if n.Parked() != 0 {
+	if n.Parked(store.NotifyChannel) != 0 {
 		t.Fatalf("poll still subscribed after returning")
 	}
 }
@@ -162,5 +162,24 @@ func TestWakeAllAfterReconnect(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("a poll was not woken by wake-all")
 		}
+	}
+}
+
+func TestParkedCountsOneChannel(t *testing.T) {
+	n := NewNotifier("", nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, a := n.Subscribe(Key("enqueued", "node-a"))
+	_, b := n.Subscribe(Key("enqueued", "node-b"))
+	_, c := n.Subscribe(Key("finished", "cmd-1"))
+	if got := n.Parked("enqueued"); got != 2 {
+		t.Fatalf("Parked(enqueued) = %d, want 2", got)
+	}
+	if got := n.Parked("finished"); got != 1 {
+		t.Fatalf("Parked(finished) = %d, want 1", got)
+	}
+	a()
+	b()
+	c()
+	if got := n.Parked("enqueued") + n.Parked("finished"); got != 0 {
+		t.Fatalf("%d waiters left after cancel", got)
 	}
 }

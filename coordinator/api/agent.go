@@ -181,9 +181,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !res.Repeat {
-		s.metrics.Finished.WithLabelValues(string(res.Status)).Inc()
 		s.metrics.Exec.WithLabelValues(string(res.Status)).Observe(res.Ran.Seconds())
 	}
-	status := res.Status
-	return writeJSON(w, http.StatusOK, shared.FinishResponse{Status: status})
+	return writeJSON(w, http.StatusOK, shared.FinishResponse{Status: res.Status})
 }

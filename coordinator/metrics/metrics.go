@@ -19,9 +19,9 @@ type Metrics struct {
 	HTTPDuration *prometheus.HistogramVec
 	// Dispatch is the time from enqueue to lease (queue wait plus pickup).
 	Dispatch prometheus.Histogram
-	// Exec is the time from start to finish as seen by the coordinator.
+	// Exec is the time from start to finish as seen by the coordinator; its
+	// _count by status is the number of commands finished by their agents.
 	Exec      *prometheus.HistogramVec
-	Finished  *prometheus.CounterVec
 	AgentLost prometheus.Counter
 	Requeued  prometheus.Counter
 }
@@ -43,9 +43,6 @@ func New(reg prometheus.Registerer, st *store.Store, parked func() int) *Metrics
 		Exec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "execq_exec_duration_seconds", Help: "Time from start to finish of commands, by final status.", Buckets: latencyBuckets,
 		}, []string{"status"}),
-		Finished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "execq_commands_finished_total", Help: "Commands that reached a terminal status through their agent.",
-		}, []string{"status"}),
 		AgentLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "execq_commands_agent_lost_total", Help: "Running commands failed by the reaper because heartbeats stopped.",
 		}),
@@ -53,7 +50,7 @@ func New(reg prometheus.Registerer, st *store.Store, parked func() int) *Metrics
 			Name: "execq_leases_expired_total", Help: "Leases that expired before start; the commands were queued again.",
 		}),
 	}
-	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Dispatch, m.Exec, m.Finished, m.AgentLost, m.Requeued,
+	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Dispatch, m.Exec, m.AgentLost, m.Requeued,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "execq_longpolls_parked", Help: "Agent long-polls waiting on this replica.",
 		}, func() float64 { return float64(parked()) }),

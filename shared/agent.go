@@ -155,6 +155,11 @@ type FinishRequest struct {
 	Error string `json:"error,omitempty"`
 }
 
+// MaxFinishErrorBytes bounds FinishRequest.Error; the coordinator refuses
+// longer ones, so the agent shortens its messages to fit (a program name
+// alone may be 4 KiB).
+const MaxFinishErrorBytes = 4096
+
 // FinishResponse reports the terminal status stored.
 type FinishResponse struct {
 	Status Status `json:"status"`

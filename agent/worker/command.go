@@ -424,18 +424,14 @@ func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 	return false
 }
 
-// MaxErrorBytes bounds FinishRequest.Error; the coordinator refuses longer
-// ones (a program name alone may be 4 KiB).
-const MaxErrorBytes = 4000
-
 // finishError makes an error message safe to send: valid UTF-8, no NUL
-// (PostgreSQL text), at most MaxErrorBytes.
+// (PostgreSQL text), at most shared.MaxFinishErrorBytes.
 func finishError(msg string) string {
 	msg = strings.ToValidUTF8(strings.ReplaceAll(msg, "\x00", ""), "\uFFFD")
-	if len(msg) <= MaxErrorBytes {
+	if len(msg) <= shared.MaxFinishErrorBytes {
 		return msg
 	}
-	cut := MaxErrorBytes - len("…")
+	cut := shared.MaxFinishErrorBytes - len("…")
 	for cut > 0 && !utf8.RuneStart(msg[cut]) {
 		cut--
 	}

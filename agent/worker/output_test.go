@@ -114,7 +114,7 @@ func TestOutputBackPressureAndAbandon(t *testing.T) {
 func TestFinishErrorIsSafe(t *testing.T) {
 	long := strings.Repeat("é", 3000) // 6000 bytes
 	got := finishError("a\x00b" + long + "\xff")
-	if len(got) > MaxErrorBytes || !utf8.ValidString(got) || strings.Contains(got, "\x00") || !strings.HasPrefix(got, "abé") {
+	if len(got) > shared.MaxFinishErrorBytes || !utf8.ValidString(got) || strings.Contains(got, "\x00") || !strings.HasPrefix(got, "abé") {
 		t.Fatalf("finishError: %d bytes, valid %v", len(got), utf8.ValidString(got))
 	}
 	if finishError("short") != "short" {

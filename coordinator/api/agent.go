@@ -173,8 +173,8 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
 	if req.StdoutLength < 0 || req.StderrLength < 0 {
 		return badRequest("invalid_field", "stdout_length and stderr_length must not be negative")
 	}
-	if len(req.Error) > 4096 || strings.ContainsRune(req.Error, 0) {
-		return badRequest("invalid_field", "error must be at most 4096 bytes without NUL")
+	if len(req.Error) > shared.MaxFinishErrorBytes || strings.ContainsRune(req.Error, 0) {
+		return badRequest("invalid_field", fmt.Sprintf("error must be at most %d bytes without NUL", shared.MaxFinishErrorBytes))
 	}
 	res, err := s.store.Finish(r.Context(), id, nodeFrom(r).ID, req, s.cfg.OutputCap)
 	if err != nil {

@@ -95,12 +95,9 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) start(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathUUID(r, "id")
-	if err != nil {
-		return err
-	}
 	var req shared.StartRequest
-	if err := decodeJSON(w, r, maxSmallBody, &req); err != nil {
+	id, err := commandRequest(w, r, maxSmallBody, &req)
+	if err != nil {
 		return err
 	}
 	exp, err := s.store.Start(r.Context(), id, nodeFrom(r).ID, req.Attempt, s.cfg.LeaseTTL)
@@ -113,18 +110,25 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) error {
 // release takes back a lease the agent will not start, queuing the command
 // again at once.
 func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathUUID(r, "id")
-	if err != nil {
-		return err
-	}
 	var req shared.ReleaseRequest
-	if err := decodeJSON(w, r, maxSmallBody, &req); err != nil {
+	id, err := commandRequest(w, r, maxSmallBody, &req)
+	if err != nil {
 		return err
 	}
 	if err := s.store.Release(r.Context(), id, nodeFrom(r).ID, req.Attempt); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, shared.ReleaseResponse{Status: shared.StatusQueued})
+}
+
+// commandRequest reads an agent call about one command: the command ID from
+// the path and the JSON body into req.
+func commandRequest(w http.ResponseWriter, r *http.Request, limit int64, req any) (string, error) {
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return "", err
+	}
+	return id, decodeJSON(w, r, limit, req)
 }
 
 func validChunks(chunks []shared.Chunk) error {
@@ -140,12 +144,9 @@ func validChunks(chunks []shared.Chunk) error {
 }
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathUUID(r, "id")
-	if err != nil {
-		return err
-	}
 	var req shared.HeartbeatRequest
-	if err := decodeJSON(w, r, MaxChunkBody, &req); err != nil {
+	id, err := commandRequest(w, r, MaxChunkBody, &req)
+	if err != nil {
 		return err
 	}
 	if err := validChunks(req.Chunks); err != nil {
@@ -159,12 +160,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathUUID(r, "id")
-	if err != nil {
-		return err
-	}
 	var req shared.FinishRequest
-	if err := decodeJSON(w, r, MaxChunkBody, &req); err != nil {
+	id, err := commandRequest(w, r, MaxChunkBody, &req)
+	if err != nil {
 		return err
 	}
 	if err := validChunks(req.Chunks); err != nil {

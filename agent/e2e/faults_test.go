@@ -143,10 +143,7 @@ func TestSigtermDrain(t *testing.T) {
 	// Submitted after SIGTERM: must not be taken by the draining agent.
 	later := s.submit(c.ID, "echo", "later")
 
-	code, ok := a.exited(time.Minute)
-	if !ok || code != 0 {
-		t.Fatalf("agent exited=%v code=%d, want a clean exit 0 after the drain", ok, code)
-	}
+	a.wantCleanExit("after the drain")
 	got := s.get(rec.ID)
 	if got.Status != shared.StatusSucceeded || got.Stdout != "finished\n" {
 		t.Fatalf("drained command: status %s stdout %q stderr %q", got.Status, got.Stdout, got.Stderr)
@@ -169,10 +166,7 @@ func TestSigtermGraceExpires(t *testing.T) {
 	rec := s.submit(c.ID, "sh", "-c", "echo begun; sleep 600")
 	s.waitStatus(rec.ID, shared.StatusRunning, 30*time.Second)
 	a.signal(syscall.SIGTERM)
-	code, ok := a.exited(time.Minute)
-	if !ok || code != 0 {
-		t.Fatalf("agent exited=%v code=%d, want exit 0 after ending the command", ok, code)
-	}
+	a.wantCleanExit("after ending the command")
 	got := s.get(rec.ID)
 	if got.Status != shared.StatusFailed || !strings.Contains(got.Stderr, "execq") || !strings.Contains(got.Stdout, "begun") {
 		t.Fatalf("want failed with an execq reason and the output so far; got %+v", got)
@@ -197,10 +191,7 @@ func TestSecondSignalEndsCommands(t *testing.T) {
 	a.signal(syscall.SIGTERM)
 	time.Sleep(500 * time.Millisecond)
 	a.signal(syscall.SIGTERM)
-	code, ok := a.exited(time.Minute)
-	if !ok || code != 0 {
-		t.Fatalf("agent exited=%v code=%d after a second signal", ok, code)
-	}
+	a.wantCleanExit("after a second signal")
 	if got := s.get(rec.ID); got.Status != shared.StatusFailed || !strings.Contains(got.Stderr, "execq") {
 		t.Fatalf("want failed with a reason, got %+v", got)
 	}

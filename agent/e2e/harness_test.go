@@ -134,6 +134,15 @@ func (p *proc) exited(d time.Duration) (int, bool) {
 	}
 }
 
+// wantCleanExit waits up to a minute for the process to exit 0; when
+// describes the moment (for the failure message).
+func (p *proc) wantCleanExit(when string) {
+	p.t.Helper()
+	if code, ok := p.exited(time.Minute); !ok || code != 0 {
+		p.t.Fatalf("%s exited=%v code=%d, want a clean exit 0 %s", p.name, ok, code, when)
+	}
+}
+
 // stackOptions tune the coordinator of a stack.
 type stackOptions struct {
 	leaseTTL  time.Duration

@@ -456,15 +456,7 @@ func TestDrainLetsRunningCommandsFinish(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 	later := h.fc.enqueue(h.c.ID, "true")
-	select {
-	case err := <-h.done:
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.done <- nil // for the cleanup
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after the drain")
-	}
+	h.waitReturned(t, "Run did not return after the drain")
 	c := h.fc.snapshot(id)
 	if c.finish == nil || *c.finish.ExitCode != 0 || string(c.out[0]) != "done\n" {
 		t.Fatalf("drained command: %+v stdout %q", c.finish, c.out[0])
@@ -479,15 +471,7 @@ func TestGraceEndStopsAndReports(t *testing.T) {
 	id := h.fc.enqueue(h.c.ID, "sh", "-c", `trap "" TERM; echo hi; exec sleep 4323`)
 	waitUntil(t, "output", func() bool { return string(h.fc.snapshot(id).out[0]) == "hi\n" })
 	h.cancel()
-	select {
-	case err := <-h.done:
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.done <- nil
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after the grace period")
-	}
+	h.waitReturned(t, "Run did not return after the grace period")
 	c := h.fc.snapshot(id)
 	if c.finish == nil || c.finish.ExitCode != nil || c.finish.Error != "the agent stopped the command during shutdown after the grace period of 500ms" {
 		t.Fatalf("finish %+v", c.finish)
@@ -505,15 +489,7 @@ func TestAbortStopsAtOnce(t *testing.T) {
 	h.cancel()
 	time.Sleep(200 * time.Millisecond)
 	h.w.Abort()
-	select {
-	case err := <-h.done:
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.done <- nil
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after Abort")
-	}
+	h.waitReturned(t, "Run did not return after Abort")
 	c := h.fc.snapshot(id)
 	if c.finish == nil || !strings.Contains(c.finish.Error, "second signal") {
 		t.Fatalf("finish %+v", c.finish)
@@ -556,5 +532,20 @@ func TestLargeOutputWithDefaults(t *testing.T) {
 	}
 	if c.maxRequest > DefaultChunkBytes {
 		t.Fatalf("request with %d bytes of output", c.maxRequest)
+	}
+}
+
+// waitReturned waits for Run to return nil, failing with what if it does not
+// within 30s. The result is put back for the harness's cleanup.
+func (h *harness) waitReturned(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.done <- nil
+	case <-time.After(30 * time.Second):
+		t.Fatal(what)
 	}
 }

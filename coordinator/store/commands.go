@@ -151,6 +151,19 @@ func StreamNumber(name string) int {
 	return 0
 }
 
+// claimSQL leases up to $2 queued commands of node $1 for $3 milliseconds.
+// Every agent poll runs it: the subquery reads commands_queue_idx (the
+// node's queued rows in submit order) and the update goes by primary key.
+const claimSQL = `
+	UPDATE commands c SET attempt = c.attempt + 1, leased_by = $1,
+		lease_expires_at = now() + $3 * interval '1 millisecond'
+	WHERE c.id IN (
+		SELECT id FROM commands
+		WHERE node_id = $1 AND status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())
+		ORDER BY created_at LIMIT $2
+		FOR UPDATE SKIP LOCKED)
+	RETURNING ` + commandCols
+
 // Claim leases up to max queued commands of a node in submit order: one
 // UPDATE over a FOR UPDATE SKIP LOCKED subquery, so concurrent pollers on
 // any replica never take the same row. A command whose earlier lease expired
@@ -159,15 +172,7 @@ func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Dura
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	cs := []Command{}
-	err := s.db.SelectContext(ctx, &cs, `
-		UPDATE commands c SET attempt = c.attempt + 1, leased_by = $1,
-			lease_expires_at = now() + $3 * interval '1 millisecond'
-		WHERE c.id IN (
-			SELECT id FROM commands
-			WHERE node_id = $1 AND status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())
-			ORDER BY created_at LIMIT $2
-			FOR UPDATE SKIP LOCKED)
-		RETURNING `+commandCols, nodeID, max, ttl.Milliseconds())
+	err := s.db.SelectContext(ctx, &cs, claimSQL, nodeID, max, ttl.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim for node %s: %w", nodeID, interpretError(err))
 	}

@@ -10,6 +10,19 @@ import (
 	"github.com/execq/execq/shared"
 )
 
+// requeueExpiredSQL releases expired unstarted leases. It runs every reap
+// interval on every replica, so it reads only through commands_lease_idx
+// (status and leased_by repeat the index predicate so the planner can use it).
+const requeueExpiredSQL = `
+	WITH expired AS (
+		SELECT id FROM commands
+		WHERE status = 'queued' AND leased_by IS NOT NULL AND lease_expires_at < now()
+		FOR UPDATE SKIP LOCKED),
+	upd AS (
+		UPDATE commands c SET leased_by = NULL, lease_expires_at = NULL
+		FROM expired WHERE c.id = expired.id RETURNING c.node_id)
+	SELECT upd.node_id FROM upd, LATERAL (SELECT pg_notify('` + NotifyChannel + `', upd.node_id::text)) AS n`
+
 // RequeueExpired releases leases that expired before start, so the commands
 // are queued and leasable again, and notifies their nodes. It returns how many
 // it released.
@@ -17,15 +30,7 @@ func (s *Store) RequeueExpired(ctx context.Context) (int, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var nodes []string
-	err := s.db.SelectContext(ctx, &nodes, `
-		WITH expired AS (
-			SELECT id FROM commands
-			WHERE status = 'queued' AND leased_by IS NOT NULL AND lease_expires_at < now()
-			FOR UPDATE SKIP LOCKED),
-		upd AS (
-			UPDATE commands c SET leased_by = NULL, lease_expires_at = NULL
-			FROM expired WHERE c.id = expired.id RETURNING c.node_id)
-		SELECT upd.node_id FROM upd, LATERAL (SELECT pg_notify('`+NotifyChannel+`', upd.node_id::text)) AS n`)
+	err := s.db.SelectContext(ctx, &nodes, requeueExpiredSQL)
 	if err != nil {
 		return 0, fmt.Errorf("requeue expired leases: %w", interpretError(err))
 	}
@@ -63,6 +68,17 @@ func (s *Store) Release(ctx context.Context, id, nodeID string, attempt int) err
 	return ErrLeaseLost
 }
 
+// failLostSQL picks running commands whose lease expired, oldest first.
+// Like requeueExpiredSQL it runs every reap interval on every replica:
+// "leased_by IS NOT NULL" is always true of a running row (Start sets it and
+// 0002 checks it) but must be written out, or the planner cannot match the
+// partial index commands_lease_idx and reads the whole table.
+const failLostSQL = `
+	SELECT c.id, n.name AS node_name, c.lease_expires_at FROM commands c JOIN nodes n ON n.id = c.node_id
+	WHERE c.status = 'running' AND c.leased_by IS NOT NULL AND c.lease_expires_at < now()
+	ORDER BY c.lease_expires_at LIMIT $1
+	FOR UPDATE OF c SKIP LOCKED`
+
 // FailLost marks running commands whose heartbeats stopped as failed, with an
 // "agent lost" line in stderr. They are never re-run: the program may have
 // done part or all of its work. Rows locked by a concurrent heartbeat or by
@@ -77,11 +93,7 @@ func (s *Store) FailLost(ctx context.Context, limit int) ([]string, error) {
 	}
 	var ids []string
 	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
-		if err := tx.SelectContext(ctx, &lost, `
-			SELECT c.id, n.name AS node_name, c.lease_expires_at FROM commands c JOIN nodes n ON n.id = c.node_id
-			WHERE c.status = 'running' AND c.lease_expires_at < now()
-			ORDER BY c.lease_expires_at LIMIT $1
-			FOR UPDATE OF c SKIP LOCKED`, limit); err != nil {
+		if err := tx.SelectContext(ctx, &lost, failLostSQL, limit); err != nil {
 			return interpretError(err)
 		}
 		for _, l := range lost {
@@ -105,15 +117,19 @@ type QueueStats struct {
 	OldestQueuedS sql.NullFloat64 `db:"oldest_queued_seconds"`
 }
 
+// statsSQL is read at every /metrics scrape of every replica. Each figure
+// is read from commands_live_idx, which holds only queued and running rows,
+// so its cost follows the live queue, not the table's history.
+const statsSQL = `
+	SELECT (SELECT count(*) FROM commands WHERE status = 'queued') AS queued,
+	       (SELECT count(*) FROM commands WHERE status = 'running') AS running,
+	       extract(epoch FROM now() - (SELECT min(created_at) FROM commands WHERE status = 'queued'))::float8 AS oldest_queued_seconds`
+
 // Stats counts live commands for the metrics collector.
 func (s *Store) Stats(ctx context.Context) (QueueStats, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var q QueueStats
-	err := s.db.GetContext(ctx, &q, `
-		SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-		       count(*) FILTER (WHERE status = 'running') AS running,
-		       extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::float8 AS oldest_queued_seconds
-		FROM commands WHERE status IN ('queued','running')`)
+	err := s.db.GetContext(ctx, &q, statsSQL)
 	return q, interpretError(err)
 }

@@ -1,0 +1,80 @@
+package store
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestPeriodicQueriesUseIndexes checks the plan of every query that runs on
+// a timer or on every agent poll, on a table whose history dwarfs its live
+// rows: none may read the whole commands table, or its cost grows with every
+// command ever run, on every replica, every interval.
+func TestPeriodicQueriesUseIndexes(t *testing.T) {
+	f := setup(t)
+	// Finished history: enough rows that a sequential scan is what the
+	// planner picks when no index fits the query.
+	f.exec(`INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status,
+			created_at, attempt, started_at, finished_at, exit_code)
+		SELECT gen_random_uuid(), $1, $2, $3, 'true', '{}', 'succeeded',
+			now() - interval '1 day' + i * interval '1 ms', 1, now() - interval '1 day', now() - interval '1 day', 0
+		FROM generate_series(1, 100000) AS i`, f.container, f.node.ID, f.user.ID)
+	// A few live ones of every kind: queued, leased, leased and expired,
+	// running, running and expired.
+	for range 3 {
+		f.enqueue("true")
+	}
+	f.claimOne()
+	f.expireLease(f.claimOne().ID)
+	f.running()
+	f.expireLease(f.running().ID)
+	f.exec(`ANALYZE commands`)
+
+	for _, q := range []struct {
+		name  string
+		query string
+		args  []any
+	}{
+		{"claim", claimSQL, []any{f.node.ID, 10, testTTL.Milliseconds()}},
+		{"requeue expired", requeueExpiredSQL, nil},
+		{"fail lost", failLostSQL, []any{100}},
+		{"queue stats", statsSQL, nil},
+	} {
+		t.Run(q.name, func(t *testing.T) {
+			var raw []byte
+			if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+q.query, q.args...).Scan(&raw); err != nil {
+				t.Fatalf("explain: %v", err)
+			}
+			var plans []struct {
+				Plan planNode `json:"Plan"`
+			}
+			if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
+				t.Fatalf("explain output %s: %v", raw, err)
+			}
+			if seq := plans[0].Plan.seqScans("commands"); len(seq) > 0 {
+				t.Errorf("plan reads the whole commands table (%s):\n%s", strings.Join(seq, "; "), raw)
+			}
+		})
+	}
+}
+
+// planNode is one node of EXPLAIN (FORMAT JSON) output; CTEs, init plans and
+// sub plans are children in Plans like any other input.
+type planNode struct {
+	NodeType string     `json:"Node Type"`
+	Relation string     `json:"Relation Name"`
+	Alias    string     `json:"Alias"`
+	Plans    []planNode `json:"Plans"`
+}
+
+// seqScans lists the sequential scans of relation anywhere in the tree.
+func (n planNode) seqScans(relation string) []string {
+	var found []string
+	if n.NodeType == "Seq Scan" && n.Relation == relation {
+		found = append(found, "Seq Scan on "+n.Relation+" "+n.Alias)
+	}
+	for _, c := range n.Plans {
+		found = append(found, c.seqScans(relation)...)
+	}
+	return found
+}

@@ -14,7 +14,8 @@ import (
 const migrationLock = 0x65786563 // "exec"
 
 // Migrate applies the embedded migrations that are not yet recorded. It
-// returns the names it applied.
+// returns the names it applied: an empty list, never nil, when nothing was
+// pending (callers log it as JSON, where nil would read as null).
 func (s *Store) Migrate(ctx context.Context) ([]string, error) {
 	conn, err := s.db.Connx(ctx)
 	if err != nil {
@@ -37,7 +38,7 @@ func (s *Store) Migrate(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	sort.Strings(names)
-	var applied []string
+	applied := []string{}
 	for _, name := range names {
 		var done bool
 		if err := conn.GetContext(ctx, &done, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name = $1)`, name); err != nil {

@@ -80,7 +80,6 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		LeaseTTLMillis:  int(s.cfg.LeaseTTL.Milliseconds()),
 		HeartbeatMillis: int(s.cfg.Heartbeat.Milliseconds()),
 	}
-	now := time.Now()
 	for i, c := range cmds {
 		resp.Commands[i] = shared.LeasedCommand{
 			ID: c.ID, ContainerID: c.ContainerID, Program: c.Program, Args: []string(c.Args),
@@ -89,7 +88,9 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		if resp.Commands[i].Args == nil {
 			resp.Commands[i].Args = []string{}
 		}
-		s.metrics.Dispatch.Observe(now.Sub(c.CreatedAt).Seconds())
+		if c.Attempt == 1 { // a lease taken again after expiry is not a new dispatch
+			s.metrics.Dispatch.Observe(c.QueuedSeconds)
+		}
 	}
 	return writeJSON(w, http.StatusOK, resp)
 }

@@ -17,7 +17,8 @@ var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 type Metrics struct {
 	HTTPRequests *prometheus.CounterVec
 	HTTPDuration *prometheus.HistogramVec
-	// Dispatch is the time from enqueue to lease (queue wait plus pickup).
+	// Dispatch is the time from enqueue to first lease (queue wait plus
+	// pickup), on the database's clock; leases after an expiry are not counted.
 	Dispatch prometheus.Histogram
 	// Exec is the time from start to finish as seen by the coordinator; its
 	// _count by status is the number of commands finished by their agents.
@@ -38,7 +39,7 @@ func New(reg prometheus.Registerer, st *store.Store, parked func() int) *Metrics
 			Buckets: latencyBuckets,
 		}, []string{"route", "method"}),
 		Dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "execq_dispatch_latency_seconds", Help: "Time from enqueue to lease by an agent.", Buckets: latencyBuckets,
+			Name: "execq_dispatch_latency_seconds", Help: "Time from enqueue to first lease by an agent.", Buckets: latencyBuckets,
 		}),
 		Exec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "execq_exec_duration_seconds", Help: "Time from start to finish of commands, by final status.", Buckets: latencyBuckets,

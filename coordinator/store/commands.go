@@ -43,6 +43,10 @@ type Command struct {
 	StderrLen       int64          `db:"stderr_len"`
 	StdoutTruncated bool           `db:"stdout_truncated"`
 	StderrTruncated bool           `db:"stderr_truncated"`
+	// QueuedSeconds is set by Claim only: the time from enqueue to this
+	// lease, both read on the database's clock, so replicas whose clocks
+	// differ from the database's report the same figure.
+	QueuedSeconds float64 `db:"queued_seconds"`
 }
 
 // CommandWithOutput adds the assembled output, present once terminal.
@@ -162,7 +166,7 @@ const claimSQL = `
 		WHERE node_id = $1 AND status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())
 		ORDER BY created_at LIMIT $2
 		FOR UPDATE SKIP LOCKED)
-	RETURNING ` + commandCols
+	RETURNING ` + commandCols + `, greatest(extract(epoch FROM now() - c.created_at), 0)::float8 AS queued_seconds`
 
 // Claim leases up to max queued commands of a node in submit order: one
 // UPDATE over a FOR UPDATE SKIP LOCKED subquery, so concurrent pollers on

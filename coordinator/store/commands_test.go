@@ -1,0 +1,421 @@
+package store
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/execq/execq/shared"
+)
+
+func TestEnqueue(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.enqueue("echo", "a", "")
+	if c.Status != shared.StatusQueued || c.NodeID != f.node.ID || c.ContainerID != f.container ||
+		c.RequestedBy != f.user.ID || c.Program != "echo" || !slices.Equal(c.Args, []string{"a", ""}) ||
+		c.Attempt != 0 || c.LeasedBy.Valid || len(c.Stdout) != 0 || len(c.Stderr) != 0 {
+		t.Errorf("enqueued %+v", c)
+	}
+	if got := f.get(c.ID); got.ID != c.ID || !got.CreatedAt.Equal(c.CreatedAt) {
+		t.Errorf("read back %+v, want %+v", got, c)
+	}
+
+	_, err := f.st.Enqueue(f.ctx, uuid.NewString(), f.user.ID, shared.SubmitRequest{Program: "true", Args: []string{}})
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("enqueue on an unreported container: %v, want ErrNotFound", err)
+	}
+	if _, err := f.st.Get(f.ctx, uuid.NewString()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("get of an unknown command: %v, want ErrNotFound", err)
+	}
+}
+
+func TestClaim(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	a, b, c := f.enqueue("a"), f.enqueue("b"), f.enqueue("c")
+
+	cs, err := f.st.Claim(f.ctx, f.node.ID, 2, testTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 || cs[0].ID != a.ID || cs[1].ID != b.ID {
+		t.Fatalf("claimed %v, want the two oldest in submit order", cs)
+	}
+	for _, got := range cs {
+		if got.Attempt != 1 || got.LeasedBy.String != f.node.ID || got.Status != shared.StatusQueued {
+			t.Errorf("claimed %+v: want attempt 1, leased by the node, still queued", got)
+		}
+		// The dispatch figure is read on the database's clock: the claim
+		// stamped its expiry as that same now() + TTL.
+		want := got.LeaseExpiresAt.Time.Add(-testTTL).Sub(got.CreatedAt).Seconds()
+		if math.Abs(got.QueuedSeconds-want) > 2e-6 {
+			t.Errorf("queued for %.6fs, want %.6fs (the claim's now() - created_at)", got.QueuedSeconds, want)
+		}
+	}
+
+	// Another node sees nothing of this node's queue.
+	other := f.newNode("node-b")
+	if cs, err := f.st.Claim(f.ctx, other.ID, 10, testTTL); err != nil || len(cs) != 0 {
+		t.Errorf("other node claimed %v (%v), want nothing", cs, err)
+	}
+	// A live lease is not handed out again; an expired one is, as a new attempt.
+	f.expireLease(a.ID)
+	cs, err = f.st.Claim(f.ctx, f.node.ID, 10, testTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 || cs[0].ID != a.ID || cs[0].Attempt != 2 || cs[1].ID != c.ID {
+		t.Errorf("second claim %v, want a (attempt 2) and c", cs)
+	}
+}
+
+// TestClaimConcurrentPollersNeverShare: pollers claiming at once never get
+// the same command.
+func TestClaimConcurrentPollersNeverShare(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	for range 40 {
+		f.enqueue("true")
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+		wg   sync.WaitGroup
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				cs, err := f.st.Claim(f.ctx, f.node.ID, 3, testTTL)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(cs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, c := range cs {
+					seen[c.ID]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 40 {
+		t.Errorf("%d commands claimed, want 40", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("command %s claimed %d times", id, n)
+		}
+	}
+}
+
+func TestStart(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.enqueue("true")
+	c := f.claimOne()
+	other := f.newNode("node-b")
+
+	if _, err := f.st.Start(f.ctx, c.ID, other.ID, c.Attempt, testTTL); !errors.Is(err, ErrForbidden) {
+		t.Errorf("start by another node: %v, want ErrForbidden", err)
+	}
+	if _, err := f.st.Start(f.ctx, c.ID, f.node.ID, c.Attempt+1, testTTL); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("start with a wrong attempt: %v, want ErrLeaseLost", err)
+	}
+	exp, err := f.st.Start(f.ctx, c.ID, f.node.ID, c.Attempt, testTTL)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	got := f.get(c.ID)
+	if got.Status != shared.StatusRunning || !got.StartedAt.Valid || !got.LeaseExpiresAt.Time.Equal(exp) {
+		t.Errorf("after start %+v (lease %v)", got, exp)
+	}
+	// A retried start by the same lease gets the same yes.
+	if again, err := f.st.Start(f.ctx, c.ID, f.node.ID, c.Attempt, testTTL); err != nil || !again.Equal(exp) {
+		t.Errorf("repeated start: %v %v, want %v", again, err, exp)
+	}
+
+	// A lease that expired before start may not start.
+	f.enqueue("true")
+	late := f.claimOne()
+	f.expireLease(late.ID)
+	if _, err := f.st.Start(f.ctx, late.ID, f.node.ID, late.Attempt, testTTL); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("start of an expired lease: %v, want ErrLeaseLost", err)
+	}
+	if _, err := f.st.Start(f.ctx, uuid.NewString(), f.node.ID, 1, testTTL); !errors.Is(err, ErrNotFound) {
+		t.Errorf("start of an unknown command: %v, want ErrNotFound", err)
+	}
+}
+
+// TestRunningRowsKeepTheirLeaseHolder: the schema refuses a running row
+// without leased_by, which the reaper's index relies on.
+func TestRunningRowsKeepTheirLeaseHolder(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.running()
+	if _, err := f.st.db.ExecContext(f.ctx, `UPDATE commands SET leased_by = NULL WHERE id = $1`, c.ID); err == nil {
+		t.Fatal("a running command without leased_by was accepted")
+	}
+}
+
+func chunk(stream string, off int64, data string) shared.Chunk {
+	return shared.Chunk{Stream: stream, Offset: off, Data: []byte(data)}
+}
+
+func TestHeartbeatChunkOffsets(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.running()
+	hb := func(chunks ...shared.Chunk) (shared.Offsets, error) {
+		t.Helper()
+		off, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, testCap)
+		return off, err
+	}
+	stdout := func() string {
+		t.Helper()
+		out, err := f.st.Output(f.ctx, c.ID, streamStdout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out.Data)
+	}
+
+	if off, err := hb(chunk("stdout", 0, "hello "), chunk("stderr", 0, "e")); err != nil || off != (shared.Offsets{Stdout: 6, Stderr: 1}) {
+		t.Fatalf("first heartbeat: %v %v", off, err)
+	}
+	// A duplicate (a retry whose answer was lost) changes nothing.
+	if off, err := hb(chunk("stdout", 0, "hello ")); err != nil || off.Stdout != 6 {
+		t.Fatalf("duplicate: %v %v", off, err)
+	}
+	// An overlap keeps only its new part.
+	if off, err := hb(chunk("stdout", 3, "lo world")); err != nil || off.Stdout != 11 {
+		t.Fatalf("overlap: %v %v", off, err)
+	}
+	if got := stdout(); got != "hello world" {
+		t.Fatalf("stdout %q after duplicate and overlap", got)
+	}
+	// A gap is refused whole, with the stored offsets to resend from, even
+	// when an earlier chunk of the same request was fine.
+	_, err := hb(chunk("stderr", 1, "rr"), chunk("stdout", 20, "!"))
+	var gap *GapError
+	if !errors.As(err, &gap) || gap.Offsets != (shared.Offsets{Stdout: 11, Stderr: 1}) {
+		t.Fatalf("gap: %v, want a GapError at stdout 11 stderr 1", err)
+	}
+	if got := stdout(); got != "hello world" {
+		t.Errorf("stdout %q after a refused gap", got)
+	}
+	// No chunks: a plain renewal that moves the lease.
+	before := f.get(c.ID).LeaseExpiresAt.Time
+	off, exp, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, nil, 2*testTTL, testCap)
+	if err != nil || off != (shared.Offsets{Stdout: 11, Stderr: 1}) || !exp.After(before) {
+		t.Errorf("renewal: %v %v %v (lease before %v)", off, exp, err, before)
+	}
+	// Past the cap the bytes are counted, not stored, and the stream says so.
+	if off, err := hb(chunk("stderr", 1, string(make([]byte, testCap)))); err != nil || off.Stderr != testCap+1 {
+		t.Fatalf("past the cap: %v %v", off, err)
+	}
+	if got := f.get(c.ID); !got.StderrTruncated || got.StdoutTruncated {
+		t.Errorf("truncation flags stdout %v stderr %v, want only stderr", got.StdoutTruncated, got.StderrTruncated)
+	}
+
+	// Only the holder of the running lease may heartbeat.
+	other := f.newNode("node-b")
+	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, other.ID, c.Attempt, nil, testTTL, testCap); !errors.Is(err, ErrForbidden) {
+		t.Errorf("heartbeat by another node: %v, want ErrForbidden", err)
+	}
+	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt+1, nil, testTTL, testCap); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("heartbeat with a wrong attempt: %v, want ErrLeaseLost", err)
+	}
+}
+
+func exit(code int) *int { return &code }
+
+func TestFinish(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.running()
+	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, []shared.Chunk{chunk("stdout", 0, "ab")}, testTTL, testCap); err != nil {
+		t.Fatal(err)
+	}
+	req := shared.FinishRequest{Attempt: c.Attempt, Chunks: []shared.Chunk{chunk("stdout", 2, "cd")}, StdoutLength: 6, ExitCode: exit(0)}
+
+	// Bytes announced but not arrived: what came is kept, the gap reported.
+	_, err := f.st.Finish(f.ctx, c.ID, f.node.ID, req, testCap)
+	var gap *GapError
+	if !errors.As(err, &gap) || gap.Offsets.Stdout != 4 {
+		t.Fatalf("finish with missing bytes: %v, want a GapError at stdout 4", err)
+	}
+	if got := f.get(c.ID); got.Status != shared.StatusRunning {
+		t.Fatalf("status %s after an incomplete finish, want running", got.Status)
+	}
+	// Declaring less than was stored is refused.
+	short := req
+	short.Chunks, short.StdoutLength = nil, 1
+	if _, err := f.st.Finish(f.ctx, c.ID, f.node.ID, short, testCap); !errors.Is(err, ErrLengthMismatch) {
+		t.Errorf("finish declaring less than stored: %v, want ErrLengthMismatch", err)
+	}
+
+	req.Chunks = []shared.Chunk{chunk("stdout", 2, "cdef")}
+	res, err := f.st.Finish(f.ctx, c.ID, f.node.ID, req, testCap)
+	if err != nil || res.Status != shared.StatusSucceeded || res.Repeat {
+		t.Fatalf("finish: %+v %v", res, err)
+	}
+	got := f.get(c.ID)
+	if got.Status != shared.StatusSucceeded || string(got.Stdout) != "abcdef" || !got.ExitCode.Valid || got.ExitCode.Int32 != 0 ||
+		!got.FinishedAt.Valid || got.LeaseExpiresAt.Valid {
+		t.Errorf("finished record %+v stdout %q", got.Command, got.Stdout)
+	}
+	var chunks int
+	if err := f.st.db.GetContext(f.ctx, &chunks, `SELECT count(*) FROM command_chunks WHERE command_id = $1`, c.ID); err != nil || chunks != 0 {
+		t.Errorf("%d chunk rows left after finish (%v)", chunks, err)
+	}
+	// A repeat by the same lease answers the stored status.
+	if res, err := f.st.Finish(f.ctx, c.ID, f.node.ID, req, testCap); err != nil || !res.Repeat || res.Status != shared.StatusSucceeded {
+		t.Errorf("repeated finish: %+v %v", res, err)
+	}
+
+	// An internal error fails the command and says so in stderr.
+	d := f.running()
+	res, err = f.st.Finish(f.ctx, d.ID, f.node.ID, shared.FinishRequest{Attempt: d.Attempt, Error: "program not found"}, testCap)
+	if err != nil || res.Status != shared.StatusFailed {
+		t.Fatalf("finish with an error: %+v %v", res, err)
+	}
+	if got := f.get(d.ID); string(got.Stderr) != "execq: program not found\n" || got.ExitCode.Valid {
+		t.Errorf("failed record stderr %q exit %v", got.Stderr, got.ExitCode)
+	}
+}
+
+func TestRequeueExpired(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	live := f.enqueue("true")
+	expired := f.enqueue("true")
+	started := f.enqueue("true")
+	for range 3 {
+		f.claimOne()
+	}
+	if _, err := f.st.Start(f.ctx, started.ID, f.node.ID, 1, testTTL); err != nil {
+		t.Fatal(err)
+	}
+	f.expireLease(expired.ID)
+	f.expireLease(started.ID) // running: the lost-agent path's business, not this one's
+
+	n, err := f.st.RequeueExpired(f.ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("requeued %d (%v), want 1", n, err)
+	}
+	if got := f.get(expired.ID); got.Status != shared.StatusQueued || got.LeasedBy.Valid || got.LeaseExpiresAt.Valid || got.Attempt != 1 {
+		t.Errorf("requeued row %+v: want queued, no lease, attempt kept", got.Command)
+	}
+	if got := f.get(live.ID); !got.LeasedBy.Valid {
+		t.Errorf("a live lease was released")
+	}
+	if got := f.get(started.ID); got.Status != shared.StatusRunning {
+		t.Errorf("a running command was requeued: %s", got.Status)
+	}
+	if n, err := f.st.RequeueExpired(f.ctx); err != nil || n != 0 {
+		t.Errorf("second pass requeued %d (%v), want 0", n, err)
+	}
+}
+
+func TestFailLost(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	alive := f.running()
+	lost := []string{f.running().ID, f.running().ID, f.running().ID}
+	for _, id := range lost {
+		f.expireLease(id)
+	}
+	f.enqueue("true")
+	f.expireLease(f.claimOne().ID) // queued: requeued, never failed
+
+	// Batches: the limit bounds one pass, the next pass takes the rest.
+	first, err := f.st.FailLost(f.ctx, 2)
+	if err != nil || len(first) != 2 {
+		t.Fatalf("first pass failed %v (%v), want 2", first, err)
+	}
+	rest, err := f.st.FailLost(f.ctx, 2)
+	if err != nil || len(rest) != 1 {
+		t.Fatalf("second pass failed %v (%v), want 1", rest, err)
+	}
+	if got := append(first, rest...); !sameSet(got, lost) {
+		t.Errorf("failed %v, want %v", got, lost)
+	}
+	for _, id := range lost {
+		c := f.get(id)
+		if c.Status != shared.StatusFailed || c.LeasedBy.Valid || !c.FinishedAt.Valid {
+			t.Errorf("lost command %+v: want failed with the lease cleared", c.Command)
+		}
+		if want := `execq: agent lost: node "node-a"`; len(c.Stderr) < len(want) || string(c.Stderr[:len(want)]) != want {
+			t.Errorf("stderr %q, want it to start with %q", c.Stderr, want)
+		}
+		// The old lease can no longer finish it.
+		if _, err := f.st.Finish(f.ctx, id, f.node.ID, shared.FinishRequest{Attempt: 1, ExitCode: exit(0)}, testCap); !errors.Is(err, ErrLeaseLost) {
+			t.Errorf("finish after agent lost: %v, want ErrLeaseLost", err)
+		}
+	}
+	if got := f.get(alive.ID); got.Status != shared.StatusRunning {
+		t.Errorf("a heartbeating command was failed: %s", got.Status)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+func TestStats(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	s, err := f.st.Stats(f.ctx)
+	if err != nil || s.Queued != 0 || s.Running != 0 || s.OldestQueuedS.Valid {
+		t.Fatalf("empty queue stats %+v (%v)", s, err)
+	}
+	// Running: an hour-old command and a fresh one; a third finished.
+	old := f.enqueue("true")
+	f.exec(`UPDATE commands SET created_at = now() - interval '1 hour' WHERE id = $1`, old.ID)
+	if c := f.claimOne(); c.ID != old.ID {
+		t.Fatalf("claimed %s, want the only queued command", c.ID)
+	} else if _, err := f.st.Start(f.ctx, c.ID, f.node.ID, c.Attempt, testTTL); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	f.running()
+	done := f.running()
+	if _, err := f.st.Finish(f.ctx, done.ID, f.node.ID, shared.FinishRequest{Attempt: done.Attempt, ExitCode: exit(0)}, testCap); err != nil {
+		t.Fatal(err)
+	}
+	// Three queued, one of them leased (still queued until started).
+	for range 3 {
+		f.enqueue("true")
+	}
+	f.claimOne()
+
+	s, err = f.st.Stats(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Queued != 3 || s.Running != 2 {
+		t.Errorf("queued %d running %d, want 3 and 2", s.Queued, s.Running)
+	}
+	// The hour-old command runs: the oldest queued one is fresh.
+	if !s.OldestQueuedS.Valid || s.OldestQueuedS.Float64 >= time.Hour.Seconds() {
+		t.Errorf("oldest queued age %+v, want a valid age below an hour", s.OldestQueuedS)
+	}
+	f.exec(`UPDATE commands SET created_at = now() - interval '2 hours' WHERE status = 'queued'`)
+	if s, err := f.st.Stats(f.ctx); err != nil || s.OldestQueuedS.Float64 < 2*time.Hour.Seconds() {
+		t.Errorf("oldest queued age %+v (%v), want at least two hours", s.OldestQueuedS, err)
+	}
+}

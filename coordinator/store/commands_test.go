@@ -419,3 +419,70 @@ func TestStats(t *testing.T) {
 		t.Errorf("oldest queued age %+v (%v), want at least two hours", s.OldestQueuedS, err)
 	}
 }
+
+func TestRelease(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.enqueue("true")
+	c := f.claimOne()
+	if err := f.st.Release(f.ctx, c.ID, f.node.ID, c.Attempt); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if got := f.get(c.ID); got.Status != shared.StatusQueued || got.LeasedBy.Valid {
+		t.Errorf("released row %+v: want queued without a lease", got.Command)
+	}
+	// A repeat is harmless.
+	if err := f.st.Release(f.ctx, c.ID, f.node.ID, c.Attempt); err != nil {
+		t.Errorf("repeated release: %v", err)
+	}
+	// Taken again: the old lease can neither release nor start it.
+	again := f.claimOne()
+	if err := f.st.Release(f.ctx, c.ID, f.node.ID, c.Attempt); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("release by a replaced lease: %v, want ErrLeaseLost", err)
+	}
+	if _, err := f.st.Start(f.ctx, again.ID, f.node.ID, again.Attempt, testTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Release(f.ctx, again.ID, f.node.ID, again.Attempt); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("release of a started command: %v, want ErrLeaseLost", err)
+	}
+	if err := f.st.Release(f.ctx, again.ID, f.newNode("node-b").ID, again.Attempt); !errors.Is(err, ErrForbidden) {
+		t.Errorf("release by another node: %v, want ErrForbidden", err)
+	}
+}
+
+// TestOutput: while running, a stream is read from its chunks; once
+// terminal, from the record; the bytes are exact (NUL, invalid UTF-8).
+func TestOutput(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.running()
+	raw := "a\x00\xff"
+	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt,
+		[]shared.Chunk{chunk("stdout", 0, raw), chunk("stderr", 0, "err")}, testTTL, testCap); err != nil {
+		t.Fatal(err)
+	}
+	read := func(stream int) StreamOutput {
+		t.Helper()
+		out, err := f.st.Output(f.ctx, c.ID, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if out := read(streamStdout); string(out.Data) != raw || out.Status != shared.StatusRunning || out.RequestedBy != f.user.ID {
+		t.Errorf("running stdout %+v", out)
+	}
+	if _, err := f.st.Finish(f.ctx, c.ID, f.node.ID, shared.FinishRequest{Attempt: c.Attempt, StdoutLength: 3, StderrLength: 3, ExitCode: exit(1)}, testCap); err != nil {
+		t.Fatal(err)
+	}
+	if out := read(streamStdout); string(out.Data) != raw || out.Status != shared.StatusFailed {
+		t.Errorf("finished stdout %+v", out)
+	}
+	if out := read(streamStderr); string(out.Data) != "err" {
+		t.Errorf("finished stderr %q", out.Data)
+	}
+	if _, err := f.st.Output(f.ctx, uuid.NewString(), streamStdout); !errors.Is(err, ErrNotFound) {
+		t.Errorf("output of an unknown command: %v, want ErrNotFound", err)
+	}
+}

@@ -145,8 +145,9 @@ func TestReplaceInventoryRaceKeepsFirstOwner(t *testing.T) {
 	}
 }
 
-// TestReplaceInventoryLarge: a report at the API's limit is stored whole,
-// with exactly the other node's containers refused.
+// TestReplaceInventoryLarge: a large report is stored whole, with exactly
+// the other node's containers refused, in one statement (agents send it at
+// every keepalive).
 func TestReplaceInventoryLarge(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -156,7 +157,16 @@ func TestReplaceInventoryLarge(t *testing.T) {
 	if rej, err := f.st.ReplaceInventory(f.ctx, other.ID, report("node-b", taken)); err != nil || len(rej) != 0 {
 		t.Fatalf("node-b report: rejected %v, err %v", rej, err)
 	}
-	rej, err := f.st.ReplaceInventory(f.ctx, f.node.ID, report("node-a", ids))
+	via, counter := proxy(t, f.url)
+	st, err := Open(f.ctx, via, Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var rej []string
+	if n := counter.statements(func() { rej, err = st.ReplaceInventory(f.ctx, f.node.ID, report("node-a", ids)) }); n != 1 {
+		t.Errorf("a report of %d containers took %d statements, want 1", len(ids), n)
+	}
 	if err != nil {
 		t.Fatalf("replace: %v", err)
 	}

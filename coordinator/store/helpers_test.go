@@ -25,6 +25,7 @@ type fixture struct {
 	t         testing.TB
 	ctx       context.Context
 	st        *Store
+	url       string
 	user      User
 	node      Node
 	container string
@@ -35,7 +36,8 @@ type fixture struct {
 func setup(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	st, err := Open(ctx, testpg.New(t), Options{MaxConns: 8})
+	url := testpg.New(t)
+	st, err := Open(ctx, url, Options{MaxConns: 8})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -43,7 +45,7 @@ func setup(t testing.TB) *fixture {
 	if _, err := st.Migrate(ctx); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	f := &fixture{t: t, ctx: ctx, st: st}
+	f := &fixture{t: t, ctx: ctx, st: st, url: url}
 	if f.user, _, err = st.CreateUser(ctx, "alice", false); err != nil {
 		t.Fatalf("create user: %v", err)
 	}

@@ -50,12 +50,14 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	s := &Server{cfg: cfg, store: st, poller: poller, metrics: m, log: log,
 		users: newTokenCache[store.User](cfg.AuthCacheTTL), nodes: newTokenCache[store.Node](cfg.AuthCacheTTL)}
 	r := mux.NewRouter()
-	r.NotFoundHandler = s.wrap(func(http.ResponseWriter, *http.Request) error {
+	// gorilla/mux runs middleware (r.Use) only for a matched route, so these
+	// two are instrumented here, under one fixed route label.
+	r.NotFoundHandler = s.instrumentAs(unmatchedRoute, s.wrap(func(http.ResponseWriter, *http.Request) error {
 		return &Error{http.StatusNotFound, "not_found", "no such route"}
-	})
-	r.MethodNotAllowedHandler = s.wrap(func(http.ResponseWriter, *http.Request) error {
+	}))
+	r.MethodNotAllowedHandler = s.instrumentAs(unmatchedRoute, s.wrap(func(http.ResponseWriter, *http.Request) error {
 		return &Error{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
-	})
+	}))
 
 	// Unauthenticated by design: probes and scrapers carry no tokens.
 	r.Handle("/healthz", s.wrap(s.healthz)).Methods(http.MethodGet)
@@ -100,22 +102,47 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// unmatchedRoute is the route label of requests no route serves (404, 405),
+// whatever their URL.
+const unmatchedRoute = "unmatched"
+
 // instrument records request counts and durations by route template, never
 // by raw path, so IDs do not explode label cardinality.
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := "unmatched"
+		route := unmatchedRoute
 		if cur := mux.CurrentRoute(r); cur != nil {
 			if tpl, err := cur.GetPathTemplate(); err == nil {
 				route = tpl
 			}
 		}
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		start := time.Now()
-		next.ServeHTTP(rec, r)
-		s.metrics.HTTPDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
-		s.metrics.HTTPRequests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
+		s.observe(route, next, w, r)
 	})
+}
+
+// instrumentAs is instrument with a fixed route label.
+func (s *Server) instrumentAs(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.observe(route, next, w, r) })
+}
+
+func (s *Server) observe(route string, next http.Handler, w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	start := time.Now()
+	next.ServeHTTP(rec, r)
+	method := methodLabel(r.Method)
+	s.metrics.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+	s.metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(rec.status)).Inc()
+}
+
+// methodLabel keeps the method label to the standard methods: a client may
+// send any token as a method.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 type statusRecorder struct {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -15,6 +16,7 @@ import (
 	"github.com/execq/execq/coordinator/lease"
 	"github.com/execq/execq/coordinator/metrics"
 	"github.com/execq/execq/coordinator/store"
+	"github.com/execq/execq/shared"
 )
 
 // Config is what the handlers need beyond their collaborators.
@@ -43,6 +45,9 @@ type Server struct {
 	log     *slog.Logger
 	users   *tokenCache[store.User]
 	nodes   *tokenCache[store.Node]
+	// notReady is the last readiness /readyz found, so only its changes
+	// are logged.
+	notReady atomic.Bool
 }
 
 // New builds the HTTP handler. gatherer serves /metrics.
@@ -93,11 +98,24 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz answers 503 while the database does not answer. Probes come every
+// few seconds from every load balancer and supervisor, so the log gets the
+// transitions (ready → not ready, and back), not a line per probe.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		return &Error{http.StatusServiceUnavailable, "unavailable", "the database is unreachable"}
+		if r.Context().Err() != nil {
+			return r.Context().Err() // the prober left: says nothing about the database
+		}
+		if s.notReady.CompareAndSwap(false, true) {
+			s.log.Error("readiness: the database is unreachable; /readyz answers 503 until it is back", "err", err)
+		}
+		return writeJSON(w, http.StatusServiceUnavailable, shared.ErrorBody{Error: shared.ErrorDetail{
+			Code: "unavailable", Message: "the database is unreachable"}})
+	}
+	if s.notReady.CompareAndSwap(true, false) {
+		s.log.Info("readiness: the database answers again; ready")
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -25,7 +25,7 @@ func TestParseFlagsEnvThenFlags(t *testing.T) {
 		"EXECQ_DRAIN_GRACE":    "45s",
 		"EXECQ_LOG_LEVEL":      "debug",
 		"EXECQ_METRICS_LISTEN": "127.0.0.1:9101",
-	}), io.Discard)
+	}), io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,18 +44,18 @@ func TestParseFlagsToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := map[string]string{"EXECQ_COORDINATOR": "https://c"}
-	cfg, err := ParseFlags([]string{"--token-file", file}, env(base), io.Discard)
+	cfg, err := ParseFlags([]string{"--token-file", file}, env(base), io.Discard, io.Discard)
 	if err != nil || cfg.Token != "from-file" {
 		t.Fatalf("token file: %q %v", cfg.Token, err)
 	}
 	both := map[string]string{"EXECQ_COORDINATOR": "https://c", "EXECQ_AGENT_TOKEN": "x"}
-	if _, err := ParseFlags([]string{"--token-file", file}, env(both), io.Discard); err == nil || !strings.Contains(err.Error(), "keep one") {
+	if _, err := ParseFlags([]string{"--token-file", file}, env(both), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "keep one") {
 		t.Fatalf("both token sources: %v", err)
 	}
-	if _, err := ParseFlags(nil, env(base), io.Discard); err == nil || !strings.Contains(err.Error(), "EXECQ_AGENT_TOKEN") {
+	if _, err := ParseFlags(nil, env(base), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "EXECQ_AGENT_TOKEN") {
 		t.Fatalf("no token: %v", err)
 	}
-	if _, err := ParseFlags([]string{"--token", "x"}, env(base), io.Discard); err == nil {
+	if _, err := ParseFlags([]string{"--token", "x"}, env(base), io.Discard, io.Discard); err == nil {
 		t.Fatal("a --token flag must not exist")
 	}
 }
@@ -86,12 +86,12 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--metrics-listen", "9101"}, ok, "--metrics-listen"},
 		{[]string{"extra"}, ok, "unexpected arguments"},
 	} {
-		_, err := ParseFlags(tc.args, env(tc.env), io.Discard)
+		_, err := ParseFlags(tc.args, env(tc.env), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: err %v, want mention of %q", tc.args, tc.env, err, tc.want)
 		}
 	}
-	if _, err := ParseFlags([]string{"-h"}, env(ok), io.Discard); !errors.Is(err, flag.ErrHelp) {
+	if _, err := ParseFlags([]string{"-h"}, env(ok), io.Discard, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v", err)
 	}
 }

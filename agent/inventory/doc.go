@@ -7,7 +7,8 @@
 //
 // Only containers whose runc ID is a canonical UUID are reported, under that
 // UUID; the others are skipped and logged once at Info. The Name reported is
-// the bundle directory's base name, which is usually what an operator called
-// the container. A failed listing is never reported as an empty inventory:
+// what an operator calls the container: a name annotation of its bundle's
+// config.json (NameAnnotations), else its hostname there, else the bundle
+// directory's base name unless that is the ID again. A failed listing is never reported as an empty inventory:
 // that would tell the coordinator every container is gone.
 package inventory

@@ -2,11 +2,15 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -42,7 +46,12 @@ type Reporter struct {
 	Keepalive time.Duration
 
 	skipped map[string]bool // non-UUID IDs already logged
+	// names caches each container's name by ID: its config.json does not
+	// change while it exists, and reading thousands every tick would.
+	names map[string]cachedName
 }
+
+type cachedName struct{ bundle, name string }
 
 // Run reports until ctx is done. It returns nil then: a failed report is
 // logged and retried on the next tick, never fatal.
@@ -147,14 +156,83 @@ func (r *Reporter) reports(cs []runc.Container, logger *slog.Logger) []shared.Co
 			}
 			continue
 		}
-		name := filepath.Base(c.Bundle)
-		if c.Bundle == "" || name == "." || name == "/" {
-			name = c.ID
+		out = append(out, shared.ContainerReport{ID: c.ID, Name: r.name(c), State: c.Status})
+	}
+	// Forget the names of containers that went away.
+	present := make(map[string]bool, len(out))
+	for _, c := range out {
+		present[c.ID] = true
+	}
+	for id := range r.names {
+		if !present[id] {
+			delete(r.names, id)
 		}
-		out = append(out, shared.ContainerReport{ID: c.ID, Name: name, State: c.Status})
 	}
 	slices.SortFunc(out, func(a, b shared.ContainerReport) int { return strings.Compare(a.ID, b.ID) })
 	return out
+}
+
+// NameAnnotations are the annotations of a container's config.json read,
+// in this order, for the name reported; the first usable one wins.
+var NameAnnotations = []string{"io.execq.name", "nerdctl/name", "io.kubernetes.cri.container-name"}
+
+// maxName is the longest name the coordinator accepts.
+const maxName = 256
+
+// name is what an operator calls container c: a name annotation, else its
+// hostname (both from the bundle's config.json), else the bundle
+// directory's name unless it is only the ID again, else the ID.
+func (r *Reporter) name(c runc.Container) string {
+	if n, ok := r.names[c.ID]; ok && n.bundle == c.Bundle {
+		return n.name
+	}
+	if c.Bundle == "" {
+		return c.ID
+	}
+	cfg, err := readBundleConfig(c.Bundle)
+	var candidates []string
+	for _, a := range NameAnnotations {
+		candidates = append(candidates, cfg.Annotations[a])
+	}
+	candidates = append(candidates, cfg.Hostname)
+	if base := filepath.Base(c.Bundle); base != c.ID && base != "." && base != "/" {
+		candidates = append(candidates, base)
+	}
+	name := c.ID
+	for _, n := range candidates {
+		if n != "" && len(n) <= maxName && utf8.ValidString(n) && !strings.ContainsRune(n, 0) {
+			name = n
+			break
+		}
+	}
+	if err == nil { // a failed read is tried again on the next tick
+		if r.names == nil {
+			r.names = make(map[string]cachedName)
+		}
+		r.names[c.ID] = cachedName{c.Bundle, name}
+	}
+	return name
+}
+
+// bundleConfig is the part of an OCI config.json a name comes from.
+type bundleConfig struct {
+	Hostname    string            `json:"hostname"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+func readBundleConfig(bundle string) (bundleConfig, error) {
+	var cfg bundleConfig
+	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return cfg, err
+	}
+	defer f.Close()
+	// config.json is small; the limit keeps a strange one from costing
+	// the agent memory.
+	if err := json.NewDecoder(io.LimitReader(f, 4<<20)).Decode(&cfg); err != nil {
+		return bundleConfig{}, err
+	}
+	return cfg, nil
 }
 
 // IsCanonicalUUID reports whether id is a UUID written exactly as

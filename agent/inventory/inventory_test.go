@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -110,8 +111,9 @@ func TestReporterFollowsRealContainers(t *testing.T) {
 	}()
 
 	cs := waitReport(t, sender, []string{a.ID})
-	if cs[0].Name != filepath.Base(a.Bundle) || cs[0].State != "running" {
-		t.Fatalf("report %+v", cs[0])
+	// runctest gives its containers the hostname execq-test.
+	if cs[0].Name != "execq-test" || cs[0].State != "running" {
+		t.Fatalf("report %+v, want the container's hostname as its name", cs[0])
 	}
 
 	b := runctest.Start(t, runctest.Options{Root: root})
@@ -173,6 +175,45 @@ func TestReporterRetriesFailedReport(t *testing.T) {
 	}
 	if _, n := sender.last(); n != 1 {
 		t.Fatalf("%d reports; after a success nothing changed, want 1", n)
+	}
+}
+
+// TestReportedName: the name reported is the first of: a name annotation,
+// the hostname (both from the bundle's config.json), the bundle directory's
+// name unless it is just the ID, the ID.
+func TestReportedName(t *testing.T) {
+	const id = "0b0f3c1e-3a55-4a8b-9a55-3f1b2c3d4e5f"
+	bundle := func(name, config string) string {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if config != "" {
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	for _, tc := range []struct {
+		name   string
+		bundle string
+		want   string
+	}{
+		{"annotation first", bundle("b1", `{"hostname":"h1","annotations":{"io.execq.name":"web-1","nerdctl/name":"n"}}`), "web-1"},
+		{"nerdctl annotation", bundle("b2", `{"hostname":"h2","annotations":{"nerdctl/name":"db"}}`), "db"},
+		{"hostname", bundle("b3", `{"hostname":"cache-7","annotations":{"other":"x"}}`), "cache-7"},
+		{"unusable annotation skipped", bundle("b4", `{"hostname":"h4","annotations":{"io.execq.name":"`+strings.Repeat("x", 300)+`"}}`), "h4"},
+		{"no hostname: bundle name", bundle("web", `{"annotations":{}}`), "web"},
+		{"bundle named after the ID", bundle(id, `{"hostname":""}`), id},
+		{"bad config.json: bundle name", bundle("api", `{"hostname":`), "api"},
+		{"no bundle", "", id},
+	} {
+		r := &Reporter{}
+		got := r.reports([]runc.Container{{ID: id, Status: "running", Bundle: tc.bundle}}, slog.New(slog.DiscardHandler))
+		if len(got) != 1 || got[0].Name != tc.want {
+			t.Errorf("%s: reported %+v, want name %q", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -1,32 +1,34 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 
 	"github.com/google/uuid"
 )
 
-// decodeJSON reads exactly one JSON value of at most limit bytes into v,
-// refusing unknown fields and trailing data so typos fail loudly.
+// decodeJSON reads exactly one JSON value of at most limit bytes into v (a
+// pointer), refusing unknown fields and trailing data so typos fail loudly,
+// and null where it would be read as "" or 0 (see rejectNulls).
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return jsonError(err, limit)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err, limit)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		if err != nil {
-			if e := jsonError(err, limit); e.Status == http.StatusRequestEntityTooLarge {
-				return e
-			}
-		}
 		return badRequest("malformed_json", "request body must hold a single JSON object")
 	}
-	return nil
+	return rejectNulls(body, reflect.TypeOf(v).Elem())
 }
 
 func jsonError(err error, limit int64) *Error {

@@ -13,7 +13,9 @@ import (
 )
 
 // submit enqueues a command. requested_by is the authenticated caller, never
-// the body.
+// the body. It answers 202 with the record while the command is queued or
+// running; with ?wait= the record may already be terminal, and then the
+// answer is 200: nothing is left pending.
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	containerID, err := pathUUID(r, "id")
 	if err != nil {
@@ -51,7 +53,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	w.Header().Set("Location", "/api/v1/commands/"+c.ID)
-	return writeJSON(w, http.StatusAccepted, record(c))
+	status := http.StatusAccepted
+	if c.Status.Terminal() {
+		status = http.StatusOK
+	}
+	return writeJSON(w, status, record(c))
 }
 
 // visibleCommand loads a command the caller may read. Another user's command

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -15,6 +16,7 @@ import (
 	"github.com/execq/execq/coordinator/lease"
 	"github.com/execq/execq/coordinator/metrics"
 	"github.com/execq/execq/coordinator/store"
+	"github.com/execq/execq/shared"
 )
 
 // Config is what the handlers need beyond their collaborators.
@@ -43,6 +45,9 @@ type Server struct {
 	log     *slog.Logger
 	users   *tokenCache[store.User]
 	nodes   *tokenCache[store.Node]
+	// notReady is the last readiness /readyz found, so only its changes
+	// are logged.
+	notReady atomic.Bool
 }
 
 // New builds the HTTP handler. gatherer serves /metrics.
@@ -50,12 +55,14 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	s := &Server{cfg: cfg, store: st, poller: poller, metrics: m, log: log,
 		users: newTokenCache[store.User](cfg.AuthCacheTTL), nodes: newTokenCache[store.Node](cfg.AuthCacheTTL)}
 	r := mux.NewRouter()
-	r.NotFoundHandler = s.wrap(func(http.ResponseWriter, *http.Request) error {
+	// gorilla/mux runs middleware (r.Use) only for a matched route, so these
+	// two are instrumented here, under one fixed route label.
+	r.NotFoundHandler = s.instrumentAs(unmatchedRoute, s.wrap(func(http.ResponseWriter, *http.Request) error {
 		return &Error{http.StatusNotFound, "not_found", "no such route"}
-	})
-	r.MethodNotAllowedHandler = s.wrap(func(http.ResponseWriter, *http.Request) error {
+	}))
+	r.MethodNotAllowedHandler = s.instrumentAs(unmatchedRoute, s.wrap(func(http.ResponseWriter, *http.Request) error {
 		return &Error{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
-	})
+	}))
 
 	// Unauthenticated by design: probes and scrapers carry no tokens.
 	r.Handle("/healthz", s.wrap(s.healthz)).Methods(http.MethodGet)
@@ -91,31 +98,69 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz answers 503 while the database does not answer. Probes come every
+// few seconds from every load balancer and supervisor, so the log gets the
+// transitions (ready → not ready, and back), not a line per probe.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		return &Error{http.StatusServiceUnavailable, "unavailable", "the database is unreachable"}
+		if r.Context().Err() != nil {
+			return r.Context().Err() // the prober left: says nothing about the database
+		}
+		if s.notReady.CompareAndSwap(false, true) {
+			s.log.Error("readiness: the database is unreachable; /readyz answers 503 until it is back", "err", err)
+		}
+		return writeJSON(w, http.StatusServiceUnavailable, shared.ErrorBody{Error: shared.ErrorDetail{
+			Code: "unavailable", Message: "the database is unreachable"}})
+	}
+	if s.notReady.CompareAndSwap(true, false) {
+		s.log.Info("readiness: the database answers again; ready")
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
+
+// unmatchedRoute is the route label of requests no route serves (404, 405),
+// whatever their URL.
+const unmatchedRoute = "unmatched"
 
 // instrument records request counts and durations by route template, never
 // by raw path, so IDs do not explode label cardinality.
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := "unmatched"
+		route := unmatchedRoute
 		if cur := mux.CurrentRoute(r); cur != nil {
 			if tpl, err := cur.GetPathTemplate(); err == nil {
 				route = tpl
 			}
 		}
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		start := time.Now()
-		next.ServeHTTP(rec, r)
-		s.metrics.HTTPDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
-		s.metrics.HTTPRequests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
+		s.observe(route, next, w, r)
 	})
+}
+
+// instrumentAs is instrument with a fixed route label.
+func (s *Server) instrumentAs(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.observe(route, next, w, r) })
+}
+
+func (s *Server) observe(route string, next http.Handler, w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	start := time.Now()
+	next.ServeHTTP(rec, r)
+	method := methodLabel(r.Method)
+	s.metrics.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+	s.metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(rec.status)).Inc()
+}
+
+// methodLabel keeps the method label to the standard methods: a client may
+// send any token as a method.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 type statusRecorder struct {

@@ -75,10 +75,20 @@ func (b *bundle) with(t testing.TB) *bundle {
 	return &c
 }
 
-// option adjusts a replica's configuration before it starts.
-type option func(*app.Config)
+// replicaOptions is what a test may change before a replica starts.
+type replicaOptions struct {
+	cfg app.Config
+	log *slog.Logger
+}
 
-func withConfig(f func(*app.Config)) option { return f }
+// option adjusts a replica before it starts.
+type option func(*replicaOptions)
+
+// withConfig adjusts the replica's configuration.
+func withConfig(f func(*app.Config)) option { return func(o *replicaOptions) { f(&o.cfg) } }
+
+// withLogger gives the replica a logger, for tests that assert on its logs.
+func withLogger(l *slog.Logger) option { return func(o *replicaOptions) { o.log = l } }
 
 // testConfig is the configuration every test starts from. The safety poll
 // is long so a test of notification wake-ups cannot pass by the back-up
@@ -143,12 +153,12 @@ func setup(t testing.TB, opts ...option) *bundle {
 // httptest server, with its background loops, until the test ends.
 func startReplica(t testing.TB, dbURL string, opts ...option) *replica {
 	t.Helper()
-	cfg := testConfig(dbURL)
-	for _, o := range opts {
-		o(&cfg)
+	o := replicaOptions{cfg: testConfig(dbURL), log: testLogger()}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, testLogger())
+	a, err := app.New(ctx, o.cfg, o.log)
 	if err != nil {
 		cancel()
 		t.Fatalf("app.New: %v", err)

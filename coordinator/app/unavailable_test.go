@@ -1,10 +1,13 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -238,4 +241,86 @@ func TestStuckDatabaseAnswers503(t *testing.T) {
 		t.Fatalf("status %s after the timed-out start, want queued", got.Status)
 	}
 	b.start(b.NodeA, lc)
+}
+
+// TestReadyzLogsTransitions: during an outage every /readyz probe answers
+// 503, but the log gets one line when the replica becomes not ready and one
+// when it is ready again, not a line per probe.
+func TestReadyzLogsTransitions(t *testing.T) {
+	t.Parallel()
+	var p *tcpProxy
+	logs := &lockedBuffer{}
+	b := setup(t, withLogger(slog.New(slog.NewJSONHandler(logs, nil))), withConfig(func(c *app.Config) {
+		p = newProxy(t, c.DatabaseURL)
+		c.DatabaseURL = p.url
+	}))
+	const probes = 10
+	probe := func(want int) {
+		t.Helper()
+		for range probes {
+			if r := b.do(http.MethodGet, "/readyz", "", nil); r.Status != want {
+				t.Fatalf("readyz: %s, want %d", r, want)
+			}
+		}
+	}
+	probe(http.StatusOK)
+	if got := readinessLogs(t, logs); len(got) != 0 {
+		t.Fatalf("ready probes logged %v", got)
+	}
+
+	p.setDown(true)
+	probe(http.StatusServiceUnavailable)
+	got := readinessLogs(t, logs)
+	if len(got) != 1 || got[0]["level"] != "ERROR" {
+		t.Fatalf("%d failing probes logged %d lines, want one at ERROR: %v", probes, len(got), got)
+	}
+
+	p.setDown(false)
+	eventually(t, within, func() bool {
+		return b.do(http.MethodGet, "/readyz", "", nil).Status == http.StatusOK
+	}, "readyz never recovered")
+	probe(http.StatusOK)
+	got = readinessLogs(t, logs)
+	if len(got) != 2 || got[1]["level"] != "INFO" {
+		t.Fatalf("after recovery: %d readiness lines, want the outage and one at INFO for the recovery: %v", len(got), got)
+	}
+}
+
+// readinessLogs returns the JSON log records about readiness: those of a
+// /readyz request, and the readiness transitions.
+func readinessLogs(t *testing.T, logs *lockedBuffer) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		msg, _ := rec["msg"].(string)
+		if rec["path"] == "/readyz" || strings.HasPrefix(msg, "readiness") {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

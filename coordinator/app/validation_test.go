@@ -172,3 +172,71 @@ func (b *bundle) inventory() string {
 	}
 	return s
 }
+
+// TestNullRejected: JSON null where a string, a number or an object is
+// expected is a 400 invalid_field on every request body, never read as ""
+// or 0, and nothing is written. null stays allowed where it means "absent"
+// (exit_code) and for a whole list (Go clients send a nil slice as null).
+func TestNullRejected(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *app.Config) { c.LeaseTTL, c.Heartbeat = time.Minute, 10*time.Second }))
+	lc := b.run("ls")
+	b.heartbeat(b.NodeA, lc, stdout(0, "abc"))
+	queued := b.submit(b.Alice, b.NodeA.Container, "queued") // what an accepted lease would take
+
+	submitA := submitPath(b.NodeA.Container)
+	user, node := b.Alice.Token, b.NodeA.Token
+	cmd := func(action string) string { return agentCommandPath(lc.ID, action) }
+	att := lc.Attempt
+	inv := func(c string) string { return `{"containers":[` + c + `]}` }
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		token  string
+		body   string
+	}{
+		{"submit body null", "POST", submitA, user, `null`},
+		{"submit program null", "POST", submitA, user, `{"program":null,"args":["x"]}`},
+		{"submit arg null", "POST", submitA, user, `{"program":"echo","args":["a",null]}`},
+		{"submit only arg null", "POST", submitA, user, `{"program":"echo","args":[null]}`},
+		{"submit arg null, keys in capitals", "POST", submitA, user, `{"PROGRAM":"echo","Args":["a",null]}`},
+		{"submit program repeated as null", "POST", submitA, user, `{"program":"echo","program":null}`},
+		{"lease max null", "POST", shared.AgentPathLease, node, `{"max":null,"wait_ms":0}`},
+		{"lease wait null", "POST", shared.AgentPathLease, node, `{"max":1,"wait_ms":null}`},
+		{"start attempt null", "POST", cmd("start"), node, `{"attempt":null}`},
+		{"release attempt null", "POST", agentCommandPath(queued.ID, "release"), node, `{"attempt":null}`},
+		{"heartbeat attempt null", "POST", cmd("heartbeat"), node, `{"attempt":null}`},
+		{"heartbeat chunk null", "POST", cmd("heartbeat"), node, fmt.Sprintf(`{"attempt":%d,"chunks":[null]}`, att)},
+		{"heartbeat chunk stream null", "POST", cmd("heartbeat"), node, fmt.Sprintf(`{"attempt":%d,"chunks":[{"stream":null,"offset":3,"data":"ZGVm"}]}`, att)},
+		{"heartbeat chunk offset null", "POST", cmd("heartbeat"), node, fmt.Sprintf(`{"attempt":%d,"chunks":[{"stream":"stdout","offset":null,"data":"ZGVm"}]}`, att)},
+		{"finish attempt null", "POST", cmd("finish"), node, `{"attempt":null,"exit_code":0,"stdout_length":3}`},
+		{"finish length null", "POST", cmd("finish"), node, fmt.Sprintf(`{"attempt":%d,"exit_code":0,"stdout_length":3,"stderr_length":null}`, att)},
+		{"finish error null", "POST", cmd("finish"), node, fmt.Sprintf(`{"attempt":%d,"exit_code":0,"stdout_length":3,"error":null}`, att)},
+		{"finish chunk null", "POST", cmd("finish"), node, fmt.Sprintf(`{"attempt":%d,"exit_code":0,"stdout_length":3,"chunks":[null]}`, att)},
+		{"inventory body null", "PUT", shared.AgentPathContainers, node, `null`},
+		{"inventory container null", "PUT", shared.AgentPathContainers, node, inv(`null`)},
+		{"inventory name null", "PUT", shared.AgentPathContainers, node, inv(fmt.Sprintf(`{"id":%q,"name":null,"state":"running"}`, b.NodeA.Container))},
+		{"inventory state null", "PUT", shared.AgentPathContainers, node, inv(fmt.Sprintf(`{"id":%q,"name":"c","state":null}`, b.NodeA.Container))},
+		{"inventory id null", "PUT", shared.AgentPathContainers, node, inv(`{"id":null,"name":"c","state":"running"}`)},
+	}
+	before := b.snapshot() + b.inventory()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := b.with(t)
+			b.wantError(b.do(tc.method, tc.path, tc.token, tc.body), http.StatusBadRequest, "invalid_field")
+			if after := b.snapshot() + b.inventory(); after != before {
+				t.Fatalf("rejected request changed the database:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+
+	// Where null means absent, it is still accepted.
+	t.Run("null exit_code and null lists are accepted", func(t *testing.T) {
+		b := b.with(t)
+		b.mustJSON(b.URL, http.MethodPost, submitA, user, `{"program":"true","args":null}`, http.StatusAccepted, nil)
+		b.mustJSON(b.URL, http.MethodPost, cmd("heartbeat"), node, fmt.Sprintf(`{"attempt":%d,"chunks":null}`, att), http.StatusOK, nil)
+		b.mustJSON(b.URL, http.MethodPost, cmd("finish"), node,
+			fmt.Sprintf(`{"attempt":%d,"exit_code":null,"stdout_length":3,"error":"could not run"}`, att), http.StatusOK, nil)
+	})
+}

@@ -74,7 +74,8 @@ func decodeRecord(t *testing.T, r response) shared.CommandExecutionRecord {
 }
 
 // TestSubmitAndWait: POST ?wait= answers with the finished record in one
-// call when the command ends within the wait.
+// call when the command ends within the wait: 200 (the record is final, not
+// accepted for later), with Location.
 func TestSubmitAndWait(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -100,14 +101,29 @@ func TestSubmitAndWait(t *testing.T) {
 	select {
 	case r := <-got:
 		rec := decodeRecord(t, r)
-		if r.Status != http.StatusAccepted || rec.ID != lc.ID || rec.Status != shared.StatusSucceeded || rec.Stdout != "hi\n" {
-			t.Fatalf("submit-and-wait answered %s, want 202 with the succeeded record", r)
+		if r.Status != http.StatusOK || rec.ID != lc.ID || rec.Status != shared.StatusSucceeded || rec.Stdout != "hi\n" {
+			t.Fatalf("submit-and-wait answered %s, want 200 with the succeeded record", r)
 		}
 		if loc := r.Header.Get("Location"); loc != commandPath(lc.ID) {
 			t.Fatalf("Location %q", loc)
 		}
 	case <-time.After(within):
 		t.Fatal("submit-and-wait never answered")
+	}
+}
+
+// TestSubmitWaitEndsQueued: when the wait runs out before the command is
+// terminal, POST ?wait= answers 202 with the record as it is.
+func TestSubmitWaitEndsQueued(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.do(http.MethodPost, submitPath(b.NodeA.Container)+"?wait=200ms", b.Alice.Token, shared.SubmitRequest{Program: "true"})
+	rec := decodeRecord(t, r)
+	if r.Status != http.StatusAccepted || rec.Status != shared.StatusQueued {
+		t.Fatalf("got %s, want 202 with the queued record", r)
+	}
+	if loc := r.Header.Get("Location"); loc != commandPath(rec.ID) {
+		t.Fatalf("Location %q", loc)
 	}
 }
 

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -91,11 +92,23 @@ func (n *Notifier) Parked(channel string) int {
 	return total
 }
 
-// Run listens until ctx ends. lib/pq's Listener reconnects by itself; after a
-// reconnect it delivers a nil notification, and since anything may have been
-// missed meanwhile every poll is woken to re-scan.
+// Run listens until ctx ends, and returns soon after it does whatever the
+// database does. lib/pq's Listener reconnects by itself; after a reconnect
+// it delivers a nil notification, and since anything may have been missed
+// meanwhile every poll is woken to re-scan.
+//
+// The Listener alone cannot be stopped in time: Listen blocks until a
+// connection is up, and Close waits for a connection attempt in progress,
+// which has no deadline (PostgreSQL at max_connections, or a host that
+// accepts TCP and never answers). So Listen runs off the main loop, and the
+// Listener dials through a dialer that closes its connections when ctx ends,
+// which fails any attempt in progress and frees Close.
 func (n *Notifier) Run(ctx context.Context) error {
-	l := pq.NewListener(n.url, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+	dialer := newClosingDialer(ctx)
+	l := pq.NewDialListener(dialer, n.url, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+		if ctx.Err() != nil {
+			return // stopping: failures are ours
+		}
 		switch ev {
 		case pq.ListenerEventConnectionAttemptFailed, pq.ListenerEventDisconnected:
 			n.log.Warn("notification listener lost its connection", "err", err)
@@ -103,14 +116,26 @@ func (n *Notifier) Run(ctx context.Context) error {
 			n.log.Info("notification listener reconnected")
 		}
 	})
-	defer l.Close()
-	for _, ch := range n.channels {
-		if err := l.Listen(ch); err != nil {
-			// Listen fails only if the first connection fails; the listener
-			// keeps retrying and re-listens on reconnect, so carry on.
-			n.log.Warn("notification listener not yet connected; safety polls cover the gap", "channel", ch, "err", err)
+	defer func() {
+		dialer.closeAll() // ctx has ended, but do not rely on AfterFunc's goroutine having run
+		_ = l.Close()
+		// The Listener's goroutine may be blocked handing over a
+		// notification; drain until it closes Notify on its way out.
+		go func() {
+			for range l.Notify {
+			}
+		}()
+	}()
+	go func() {
+		for _, ch := range n.channels {
+			// Listen blocks until the first connection is up and fails only
+			// once the Listener is closed; the Listener re-listens on every
+			// reconnect, and safety polls cover the gap meanwhile.
+			if err := l.Listen(ch); err != nil {
+				return
+			}
 		}
-	}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -123,4 +148,74 @@ func (n *Notifier) Run(ctx context.Context) error {
 			n.Wake(Key(note.Channel, note.Extra))
 		}
 	}
+}
+
+// closingDialer dials for a Listener and, once its context ends, closes
+// every connection it made and refuses new ones.
+type closingDialer struct {
+	d     net.Dialer
+	ctx   context.Context
+	mu    sync.Mutex
+	done  bool
+	conns map[net.Conn]struct{}
+}
+
+func newClosingDialer(ctx context.Context) *closingDialer {
+	d := &closingDialer{ctx: ctx, conns: map[net.Conn]struct{}{}}
+	context.AfterFunc(ctx, d.closeAll)
+	return d
+}
+
+func (d *closingDialer) closeAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.done = true
+	for c := range d.conns {
+		_ = c.Close()
+	}
+	clear(d.conns)
+}
+
+// DialContext is what lib/pq calls (it prefers pq.DialerContext); ctx may
+// carry connect_timeout.
+func (d *closingDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(d.ctx, cancel)
+	defer stop()
+	c, err := d.d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	d.conns[c] = struct{}{}
+	return &trackedConn{Conn: c, d: d}, nil
+}
+
+func (d *closingDialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+func (d *closingDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.DialContext(ctx, network, address)
+}
+
+// trackedConn forgets itself in its dialer when closed.
+type trackedConn struct {
+	net.Conn
+	d *closingDialer
+}
+
+func (c *trackedConn) Close() error {
+	c.d.mu.Lock()
+	delete(c.d.conns, c.Conn)
+	c.d.mu.Unlock()
+	return c.Conn.Close()
 }

@@ -7,7 +7,8 @@
 //
 // Signals: the first SIGTERM or SIGINT stops leasing and lets running
 // commands finish within --grace; a second one stops them at once. The
-// agent exits 0 after a drain, 1 on a configuration or start-up error.
+// agent exits 0 after a drain and on -h, 1 on a configuration or start-up
+// error.
 package main
 
 import (
@@ -27,7 +28,7 @@ import (
 )
 
 func main() {
-	cfg, err := app.ParseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	cfg, err := app.ParseFlags(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}

@@ -5,6 +5,10 @@
 //	execq-coordinator migrate [--database-url URL]
 //	execq-coordinator users create --name NAME [--admin]
 //	execq-coordinator nodes create --name HOST
+//	execq-coordinator help [COMMAND]
+//
+// Flags and their EXECQ_* variables follow package envflag, as execq-agent's
+// do. It exits 0 on success and on -h, 1 on any error.
 package main
 
 import (
@@ -16,12 +20,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
+	"strings"
 	"syscall"
-	"time"
 
 	"github.com/execq/execq/coordinator/app"
 	"github.com/execq/execq/coordinator/store"
+	"github.com/execq/execq/internal/envflag"
 )
 
 const usage = `usage:
@@ -29,16 +33,21 @@ const usage = `usage:
   execq-coordinator migrate [flags]                  apply pending migrations and exit
   execq-coordinator users create --name NAME [--admin]   create a user; prints {"user_id","token"}
   execq-coordinator nodes create --name HOST         create a node identity for one agent; prints {"node_id","token"}
+  execq-coordinator help [COMMAND]                   this text, or a command's flags
+Every flag can be set by the EXECQ_* variable shown in its help ([$EXECQ_…]);
+an empty variable counts as unset, and a flag wins over its variable.
 Run a command with -h for its flags.`
 
+// errUsage is a command line that names no command: the usage was printed.
+var errUsage = errors.New("a command is required")
+
+// main exits 0 on success and when help was asked for, 1 on any error.
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], log); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
+	err := run(ctx, os.Args[1:], log)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "execq-coordinator:", err)
 		os.Exit(1)
 	}
@@ -47,96 +56,69 @@ func main() {
 func run(ctx context.Context, args []string, log *slog.Logger) error {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, usage)
-		return flag.ErrHelp
+		return errUsage
 	}
-	switch {
-	case args[0] == "serve":
+	switch args[0] {
+	case "-h", "-help", "--help":
+		fmt.Fprintln(os.Stdout, usage)
+		return flag.ErrHelp
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprintln(os.Stdout, usage)
+			return flag.ErrHelp
+		}
+		// help COMMAND is COMMAND -h.
+		return run(ctx, append(append([]string{}, args[1:]...), "-h"), log)
+	case "serve":
 		return serve(ctx, args[1:], log)
-	case args[0] == "migrate":
+	case "migrate":
 		return migrate(ctx, args[1:], log)
-	case len(args) >= 2 && args[0] == "users" && args[1] == "create":
-		return createIdentity(ctx, "users create", args[2:], true)
-	case len(args) >= 2 && args[0] == "nodes" && args[1] == "create":
-		return createIdentity(ctx, "nodes create", args[2:], false)
+	case "users", "nodes":
+		if len(args) >= 2 && args[1] == "create" {
+			return createIdentity(ctx, args[0]+" create", args[2:], args[0] == "users")
+		}
+		fmt.Fprintln(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q: did you mean %q?", strings.Join(args[:min(2, len(args))], " "), args[0]+" create")
 	}
 	fmt.Fprintln(os.Stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
-// flags binds the configuration to flags whose defaults come from EXECQ_*
-// variables, falling back to app.DefaultConfig.
-type flags struct {
-	fs  *flag.FlagSet
-	err error
+// newFlags returns the flag set of one command; every binary of execq uses
+// envflag, so -h, [$EXECQ_…] help and empty variables behave the same.
+func newFlags(name, synopsis string) *envflag.Set {
+	f := envflag.New("execq-coordinator "+name, os.Getenv)
+	f.Synopsis = "execq-coordinator " + name + " " + synopsis
+	return f
 }
 
-func (f *flags) str(p *string, name, env, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		*p = v
+// parse parses a command's flags and refuses stray arguments.
+func parse(f *envflag.Set, args []string) error {
+	if err := f.Parse(args); err != nil {
+		return err
 	}
-	f.fs.StringVar(p, name, *p, help+" ("+env+")")
-}
-
-func (f *flags) dur(p *time.Duration, name, env, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			f.err = fmt.Errorf("%s=%q: %w", env, v, err)
-		}
-		*p = d
+	if rest := f.FlagSet().Args(); len(rest) > 0 {
+		return fmt.Errorf("unexpected arguments %q", rest)
 	}
-	f.fs.DurationVar(p, name, *p, help+" ("+env+")")
-}
-
-func (f *flags) int(p *int, name, env, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			f.err = fmt.Errorf("%s=%q: %w", env, v, err)
-		}
-		*p = n
-	}
-	f.fs.IntVar(p, name, *p, help+" ("+env+")")
-}
-
-func (f *flags) int64(p *int64, name, env, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			f.err = fmt.Errorf("%s=%q: %w", env, v, err)
-		}
-		*p = n
-	}
-	f.fs.Int64Var(p, name, *p, help+" ("+env+")")
-}
-
-func (f *flags) parse(args []string) error {
-	if f.err != nil {
-		return f.err
-	}
-	return f.fs.Parse(args)
-}
-
-func newFlags(name string) *flags {
-	return &flags{fs: flag.NewFlagSet("execq-coordinator "+name, flag.ContinueOnError)}
+	return nil
 }
 
 func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	cfg := app.DefaultConfig()
-	f := newFlags("serve")
-	f.str(&cfg.Listen, "listen", "EXECQ_LISTEN", "HTTP listen address")
-	f.str(&cfg.DatabaseURL, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
-	f.int(&cfg.DBMaxConns, "db-max-conns", "EXECQ_DB_MAX_CONNS", "max open database connections")
-	f.dur(&cfg.DBQueryTimeout, "db-query-timeout", "EXECQ_DB_QUERY_TIMEOUT", "longest a database call may take before the request answers 503")
-	f.dur(&cfg.LeaseTTL, "lease-ttl", "EXECQ_LEASE_TTL", "lease lifetime without heartbeat")
-	f.dur(&cfg.Heartbeat, "heartbeat-interval", "EXECQ_HEARTBEAT_INTERVAL", "heartbeat interval told to agents")
-	f.dur(&cfg.MaxWait, "longpoll-max-wait", "EXECQ_LONGPOLL_MAX_WAIT", "longest long-poll wait")
-	f.dur(&cfg.SafetyPoll, "safety-poll", "EXECQ_SAFETY_POLL", "re-scan interval of parked polls without notification")
-	f.dur(&cfg.ReapInterval, "reap-interval", "EXECQ_REAP_INTERVAL", "reaper interval")
-	f.int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream")
-	f.dur(&cfg.AuthCacheTTL, "auth-cache-ttl", "EXECQ_AUTH_CACHE_TTL", "how long a verified token is reused without a database lookup (0 = off)")
-	f.dur(&cfg.ShutdownGrace, "shutdown-grace", "EXECQ_SHUTDOWN_GRACE", "time in-flight requests get at stop")
-	if err := f.parse(args); err != nil {
+	f := newFlags("serve", "[flags]")
+	f.String(&cfg.Listen, "listen", "EXECQ_LISTEN", "HTTP listen address")
+	f.String(&cfg.DatabaseURL, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
+	f.Int(&cfg.DBMaxConns, "db-max-conns", "EXECQ_DB_MAX_CONNS", "max open database connections")
+	f.Duration(&cfg.DBQueryTimeout, "db-query-timeout", "EXECQ_DB_QUERY_TIMEOUT", "longest a database call may take before the request answers 503")
+	f.Duration(&cfg.LeaseTTL, "lease-ttl", "EXECQ_LEASE_TTL", "lease lifetime without heartbeat")
+	f.Duration(&cfg.Heartbeat, "heartbeat-interval", "EXECQ_HEARTBEAT_INTERVAL", "heartbeat interval told to agents")
+	f.Duration(&cfg.MaxWait, "longpoll-max-wait", "EXECQ_LONGPOLL_MAX_WAIT", "longest long-poll wait")
+	f.Duration(&cfg.SafetyPoll, "safety-poll", "EXECQ_SAFETY_POLL", "re-scan interval of parked polls without notification")
+	f.Duration(&cfg.ReapInterval, "reap-interval", "EXECQ_REAP_INTERVAL", "reaper interval")
+	f.Int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream")
+	f.Duration(&cfg.AuthCacheTTL, "auth-cache-ttl", "EXECQ_AUTH_CACHE_TTL", "how long a verified token is reused without a database lookup (0 = off)")
+	f.Duration(&cfg.ShutdownGrace, "shutdown-grace", "EXECQ_SHUTDOWN_GRACE", "time in-flight requests get at stop")
+	if err := parse(f, args); err != nil {
 		return err
 	}
 	a, err := app.New(ctx, cfg, log)
@@ -149,9 +131,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 
 func migrate(ctx context.Context, args []string, log *slog.Logger) error {
 	var url string
-	f := newFlags("migrate")
-	f.str(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
-	if err := f.parse(args); err != nil {
+	f := newFlags("migrate", "[flags]")
+	f.String(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
+	if err := parse(f, args); err != nil {
 		return err
 	}
 	st, err := openStore(ctx, url)
@@ -172,13 +154,13 @@ func migrate(ctx context.Context, args []string, log *slog.Logger) error {
 func createIdentity(ctx context.Context, what string, args []string, user bool) error {
 	var url, name string
 	var admin bool
-	f := newFlags(what)
-	f.str(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
-	f.fs.StringVar(&name, "name", "", "unique name")
+	f := newFlags(what, "--name NAME [flags]")
+	f.String(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
+	f.String(&name, "name", "", "unique name")
 	if user {
-		f.fs.BoolVar(&admin, "admin", false, "may read every user's commands")
+		f.Bool(&admin, "admin", "", "may read every user's commands")
 	}
-	if err := f.parse(args); err != nil {
+	if err := parse(f, args); err != nil {
 		return err
 	}
 	if name == "" || len(name) > 200 {

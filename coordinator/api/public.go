@@ -23,6 +23,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
 	var req shared.SubmitRequest
 	if err := decodeJSON(w, r, shared.MaxSubmitBodyBytes, &req); err != nil {
 		return err
@@ -30,7 +34,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	c, err := s.store.Enqueue(r.Context(), containerID, userFrom(r).ID, req)
+	c, replay, err := s.enqueue(r.Context(), containerID, userFrom(r).ID, req, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return &Error{http.StatusNotFound, "unknown_container", "no agent has reported container " + containerID}
 	}
@@ -51,6 +55,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	w.Header().Set("Location", "/api/v1/commands/"+c.ID)
+	if replay {
+		// The key's original command, not a new one.
+		return writeJSON(w, http.StatusOK, record(c))
+	}
 	return writeJSON(w, http.StatusAccepted, record(c))
 }
 

@@ -140,23 +140,33 @@ func TestHistoryUsesIndexes(t *testing.T) {
 			name = append(name, "no filter")
 		}
 		t.Run(strings.Join(name, "+"), func(t *testing.T) {
-			var raw []byte
-			if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+historySQL, historyArgs(flt)...).Scan(&raw); err != nil {
-				t.Fatalf("explain: %v", err)
-			}
-			var plans []struct {
-				Plan planNode `json:"Plan"`
-			}
-			if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
-				t.Fatalf("explain output %s: %v", raw, err)
-			}
-			if seq := plans[0].Plan.seqScans("commands"); len(seq) > 0 {
-				t.Errorf("plan reads the whole commands table (%s):\n%s", strings.Join(seq, "; "), raw)
-			}
+			f.wantNoSeqScan(t, historySQL, historyArgs(flt)...)
 			// The query itself runs, with these parameters.
 			if _, err := f.st.History(f.ctx, flt); err != nil {
 				t.Fatal(err)
 			}
 		})
+	}
+	// The idempotent submit's lookups run on every keyed submit, over the
+	// same table: they go by the unique index.
+	t.Run("idempotency key expiry", func(t *testing.T) { f.wantNoSeqScan(t, expireKeySQL, users[3], "k") })
+	t.Run("idempotency key holder", func(t *testing.T) { f.wantNoSeqScan(t, keyHolderSQL, users[3], "k") })
+}
+
+// wantNoSeqScan fails t if the plan of query reads all of commands.
+func (f *fixture) wantNoSeqScan(t *testing.T, query string, args ...any) {
+	t.Helper()
+	var raw []byte
+	if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+query, args...).Scan(&raw); err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	var plans []struct {
+		Plan planNode `json:"Plan"`
+	}
+	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("explain output %s: %v", raw, err)
+	}
+	if seq := plans[0].Plan.seqScans("commands"); len(seq) > 0 {
+		t.Errorf("plan reads the whole commands table (%s):\n%s", strings.Join(seq, "; "), raw)
 	}
 }

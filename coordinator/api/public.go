@@ -25,6 +25,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
 	var req shared.SubmitRequest
 	if err := decodeJSON(w, r, shared.MaxSubmitBodyBytes, &req); err != nil {
 		return err
@@ -32,7 +36,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	c, err := s.store.Enqueue(r.Context(), containerID, userFrom(r).ID, req)
+	c, replay, err := s.enqueue(r.Context(), containerID, userFrom(r).ID, req, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return &Error{http.StatusNotFound, "unknown_container", "no agent has reported container " + containerID}
 	}
@@ -53,8 +57,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	w.Header().Set("Location", "/api/v1/commands/"+c.ID)
+	// 200 for a terminal record (submit-and-wait that finished) and for an
+	// Idempotency-Key replay (the key's original command, not a new one).
 	status := http.StatusAccepted
-	if c.Status.Terminal() {
+	if replay || c.Status.Terminal() {
 		status = http.StatusOK
 	}
 	return writeJSON(w, status, record(c))

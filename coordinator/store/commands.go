@@ -70,6 +70,34 @@ func (e *GapError) Error() string {
 	return fmt.Sprintf("output gap: stored stdout=%d stderr=%d", e.Offsets.Stdout, e.Offsets.Stderr)
 }
 
+// enqueueSQL inserts a queued command for a known container and notifies
+// its node. $6 and $7 are the idempotency key and request hash, NULL for a
+// plain submit: such a row is outside the partial unique index, so ON
+// CONFLICT never applies to it. With a key, a row already holding it makes
+// the insert do nothing (after waiting for the transaction that wrote it, if
+// that is still open) and return no row.
+const enqueueSQL = `
+	WITH target AS (SELECT node_id FROM containers WHERE id = $2),
+	ins AS (
+		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, idempotency_key, idempotency_hash)
+		SELECT $1, $2, target.node_id, $3, $4, $5, 'queued', $6, $7 FROM target
+		ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+		RETURNING ` + commandCols + `, stdout, stderr)
+	SELECT ins.* FROM ins, LATERAL (SELECT pg_notify('` + NotifyChannel + `', ins.node_id::text)) AS n`
+
+// enqueueArgs are enqueueSQL's parameters; key "" is a plain submit.
+func enqueueArgs(containerID, requestedBy string, req shared.SubmitRequest, key string, hash []byte) []any {
+	var k, h any // NULL, not an empty string or bytea
+	if key != "" {
+		k, h = key, hash
+	}
+	args := req.Args
+	if args == nil {
+		args = []string{} // the column holds [], never NULL
+	}
+	return []any{uuid.NewString(), containerID, requestedBy, req.Program, pq.StringArray(args), k, h}
+}
+
 // Enqueue inserts a queued command for a known container and notifies the
 // container's node, in one statement: the notification is delivered when it
 // commits, so a woken poller always finds the row. ErrNotFound means the
@@ -78,14 +106,7 @@ func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, re
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var c CommandWithOutput
-	err := s.db.GetContext(ctx, &c, `
-		WITH target AS (SELECT node_id FROM containers WHERE id = $2),
-		ins AS (
-			INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status)
-			SELECT $1, $2, target.node_id, $3, $4, $5, 'queued' FROM target
-			RETURNING `+commandCols+`, stdout, stderr)
-		SELECT ins.* FROM ins, LATERAL (SELECT pg_notify('`+NotifyChannel+`', ins.node_id::text)) AS n`,
-		uuid.NewString(), containerID, requestedBy, req.Program, pq.StringArray(req.Args))
+	err := s.db.GetContext(ctx, &c, enqueueSQL, enqueueArgs(containerID, requestedBy, req, "", nil)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}

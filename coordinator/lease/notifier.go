@@ -135,6 +135,10 @@ func (n *Notifier) Run(ctx context.Context) error {
 				return
 			}
 		}
+		// Anything notified before LISTEN took effect was missed: wake every
+		// waiter to re-read, as after a reconnect, rather than leave it to
+		// the slow safety poll.
+		n.Wake("")
 	}()
 	for {
 		select {

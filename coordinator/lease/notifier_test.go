@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/execq/execq/coordinator/testpg"
 )
 
 // stuckDatabase is a TCP server standing in for a PostgreSQL that cannot
@@ -130,5 +132,25 @@ func TestRunStopsWhateverTheDatabaseDoes(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestRunWakesWaitersOnceListening: a notification sent before LISTEN took
+// effect is lost, so a waiter that subscribed before the listener was up
+// (a GET ?wait= served right after start-up) is woken to re-read once it is,
+// instead of waiting for the slow safety poll.
+func TestRunWakesWaitersOnceListening(t *testing.T) {
+	t.Parallel()
+	n := NewNotifier(testpg.New(t), []string{"enqueued"}, slog.New(slog.DiscardHandler))
+	woken, cancelWait := n.Subscribe(Key("enqueued", "some-node"))
+	defer cancelWait()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-woken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiter parked before the listener was up was never woken")
 	}
 }

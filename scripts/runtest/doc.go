@@ -8,6 +8,7 @@
 // Each run gets its own state directory (EXECQ_RUN_DIR: logs, pid files,
 // runc root), its own listen port and its own database on the dev PostgreSQL
 // cluster that `make test` started, so it neither sees nor stops a
-// developer's own `make run` in the same checkout. The package holds tests
-// only.
+// developer's own `make run` in the same checkout. `make db-psql`
+// (scripts/devdb.sh psql), the way into that database, is tested here too.
+// The package holds tests only.
 package runtest

@@ -135,6 +135,8 @@ ensure_packages() {
 	command -v curl >/dev/null || missing+=(curl)
 	command -v make >/dev/null || missing+=(make)
 	command -v jq >/dev/null || missing+=(jq)
+	# The Go build fetches modules over HTTPS on a machine that has none yet.
+	[[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
 	if ((${#missing[@]})); then
 		log "installing ${missing[*]}"
 		export DEBIAN_FRONTEND=noninteractive
@@ -361,7 +363,6 @@ up() {
 	mkdir -p "$STATE" "$LOGS"
 	cd "$ROOT"
 
-	trap 'on_err "$BASH_COMMAND" "$LINENO"' ERR
 	step "stopping leftovers of an earlier run"
 	stop_stack
 	if curl -s -o /dev/null --max-time 2 "$API/healthz"; then
@@ -420,7 +421,7 @@ up() {
 		--data '{"containers":[]}' "$API/agent/v1/containers")" == 200 ]]; then
 		log "reusing the node of an earlier run"
 	else
-		node="$(create_identity nodes "$(hostname)")"
+		node="$(create_identity nodes "$HOSTNAME")"
 		node_token="$(jq -r .token <<<"$node")"
 		log "created node $(jq -r .node_id <<<"$node")"
 	fi
@@ -491,7 +492,7 @@ EOT
 	step "the stack is up" "$LOGS/coordinator.log" "$LOGS/agent.log"
 	cat <<EOT
 Coordinator  $API  (log $LOGS/coordinator.log)
-Agent        node "$(hostname)" (log $LOGS/agent.log)
+Agent        node "$HOSTNAME" (log $LOGS/agent.log)
 Containers   $c1  $c2
 Credentials  $DEV/demo.env
 
@@ -553,6 +554,7 @@ once_wanted() {
 }
 
 main() {
+	trap 'on_err "$BASH_COMMAND" "$LINENO"' ERR
 	case "${1:-}" in
 	"")
 		if once_wanted; then ONCE=1; fi

@@ -130,7 +130,9 @@ ensure_packages() {
 	local missing=()
 	command -v runc >/dev/null || missing+=(runc)
 	# The static build: the containers have no libc for a dynamic busybox.
-	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
+	# A comparison, not a pipe into grep -q, which can fail the pipeline under
+	# pipefail by closing it early.
+	[[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" == *"install ok installed"* ]] ||
 		missing+=(busybox-static)
 	command -v curl >/dev/null || missing+=(curl)
 	command -v make >/dev/null || missing+=(make)

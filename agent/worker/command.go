@@ -23,9 +23,13 @@ type session struct {
 	cmd shared.LeasedCommand
 	log *slog.Logger
 	hb  time.Duration // heartbeat interval the coordinator asked for
+	ttl time.Duration // lease TTL the coordinator announced
 	out *output
 
-	lastRenew atomic.Int64 // unix nanos of the last accepted heartbeat or start
+	// lastRenew is when the last accepted heartbeat or start was sent, in
+	// unix nanos. The coordinator renewed the lease after it received the
+	// request, so the lease runs at least until lastRenew + ttl.
+	lastRenew atomic.Int64
 	failures  atomic.Int64 // coordinator calls failed in a row, for quieter logs
 	reported  atomic.Bool  // finish was accepted: later answers do not matter
 	finishing atomic.Bool  // the program ended; finish is being sent
@@ -39,19 +43,28 @@ type session struct {
 	quit       chan struct{} // closed when the session ends: stop the keeper
 }
 
-func (w *Worker) newSession(cmd shared.LeasedCommand, hbMillis int, log *slog.Logger) *session {
-	hb := time.Duration(hbMillis) * time.Millisecond
+func (w *Worker) newSession(cmd shared.LeasedCommand, lease *shared.LeaseResponse, log *slog.Logger) *session {
+	hb := time.Duration(lease.HeartbeatMillis) * time.Millisecond
 	if hb <= 0 {
 		hb = w.cfg.DefaultHeartbeat
 	}
 	// A coordinator asking for more than one heartbeat per 100ms is
 	// misconfigured; do not let it turn the agent into a load generator.
 	hb = max(hb, 100*time.Millisecond)
+	// Without an announced TTL assume the coordinator's usual three
+	// heartbeats; a TTL shorter than the interval leaves nothing to bound
+	// a call by, so it is raised to it.
+	ttl := time.Duration(lease.LeaseTTLMillis) * time.Millisecond
+	if ttl <= 0 {
+		ttl = 3 * hb
+	}
+	ttl = max(ttl, hb)
 	return &session{
 		w:      w,
 		cmd:    cmd,
 		log:    log,
 		hb:     hb,
+		ttl:    ttl,
 		stopCh: make(chan struct{}),
 		lostCh: make(chan struct{}),
 		quit:   make(chan struct{}),
@@ -107,6 +120,7 @@ func (s *session) run() {
 	w := s.w
 
 	// At most once: execute only after the coordinator said yes.
+	sent := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
 	_, err := w.coord.Start(startCtx, s.cmd.ID, s.cmd.Attempt)
 	cancel()
@@ -125,7 +139,7 @@ func (s *session) run() {
 		s.log.Log(context.Background(), level, "start not confirmed; command dropped without running", "error", err)
 		return
 	}
-	s.renewed()
+	s.renewed(sent)
 	w.metrics.CommandsRunning.Inc()
 	defer w.metrics.CommandsRunning.Dec()
 
@@ -274,18 +288,20 @@ func (s *session) stream(ctx context.Context) {
 
 // keep sends an empty heartbeat whenever no heartbeat was accepted for an
 // interval, so the lease is renewed on its own schedule while the command is
-// silent or while a large chunk is on its way.
+// silent or while a large chunk is on its way. A call that fails or hangs is
+// abandoned in time to try again before the lease runs out.
 func (s *session) keep() {
 	ctx := s.w.reportCtx
 	for {
-		wait := time.Until(time.Unix(0, s.lastRenew.Load()).Add(s.hb))
+		wait := time.Until(s.renewedAt().Add(s.hb))
 		if wait <= 0 {
 			if s.heartbeat(ctx, nil, true) {
 				continue
 			}
 			// Failed (the client already retried): try again soon, but
 			// do not hammer a coordinator that is down.
-			wait = min(s.hb, time.Second) + rand.N(500*time.Millisecond)
+			pause := min(s.hb, time.Second, s.ttl/10)
+			wait = pause + rand.N(pause/2+1)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -303,22 +319,51 @@ func (s *session) keep() {
 	}
 }
 
-func (s *session) renewed() { s.lastRenew.Store(time.Now().UnixNano()) }
+// renewed records that a request sent at sent renewed the lease. Answers can
+// arrive out of order; the latest send wins.
+func (s *session) renewed(sent time.Time) {
+	for {
+		old := s.lastRenew.Load()
+		if sent.UnixNano() <= old || s.lastRenew.CompareAndSwap(old, sent.UnixNano()) {
+			return
+		}
+	}
+}
 
-// callTimeout bounds one heartbeat/finish call, retries included, so a
-// stuck request is abandoned and repeated well within the lease.
-func (s *session) callTimeout() time.Duration { return 2*s.hb + 20*time.Second }
+func (s *session) renewedAt() time.Time { return time.Unix(0, s.lastRenew.Load()) }
+
+// callTimeout bounds one start, heartbeat or finish call, the client's own
+// retries included: a third of the lease TTL, so a call that hangs is
+// abandoned and repeated while the lease still holds. (The coordinator's
+// default heartbeat interval is a third of its TTL too.)
+func (s *session) callTimeout() time.Duration { return max(s.ttl/3, 100*time.Millisecond) }
+
+// callContext bounds a call that renews the lease: callTimeout, and never
+// past the moment the lease runs out, when no answer can help any more.
+func (s *session) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	now := time.Now()
+	deadline := now.Add(s.callTimeout())
+	// A little past the expiry, so an answer already on its way (the
+	// coordinator's clock decides) is not thrown away. Once the lease has
+	// run out by this clock a call still gets its full time: only the
+	// coordinator's answer tells whether the lease is really gone.
+	if expiry := s.renewedAt().Add(s.ttl + s.ttl/10); s.lastRenew.Load() != 0 && expiry.After(now) && expiry.Before(deadline) {
+		deadline = expiry
+	}
+	return context.WithDeadline(ctx, deadline)
+}
 
 // heartbeat sends chunks (possibly none) and applies the answer. It reports
 // whether the coordinator took the request. A keeper heartbeat refused while
 // the finish is on its way is not taken as a lost lease: it may simply have
 // arrived after the finish, and the finish's own answer decides.
 func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper bool) bool {
-	callCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	sent := time.Now()
+	callCtx, cancel := s.callContext(ctx)
 	defer cancel()
 	resp, err := s.w.coord.Heartbeat(callCtx, s.cmd.ID, shared.HeartbeatRequest{Attempt: s.cmd.Attempt, Chunks: chunks})
 	if err == nil {
-		s.renewed()
+		s.renewed(sent)
 		if n := s.failures.Swap(0); n > 0 {
 			s.log.Info("coordinator reachable again", "failed_calls", n)
 		}
@@ -388,7 +433,7 @@ func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 			fin.Chunks = chunks
 			fin.StdoutLength, fin.StderrLength = s.out.totals()
 			fin.Error = finishError(fin.Error)
-			callCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
+			callCtx, cancel := s.callContext(ctx)
 			resp, err := s.w.coord.Finish(callCtx, s.cmd.ID, fin)
 			cancel()
 			if err == nil {

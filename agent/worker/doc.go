@@ -27,7 +27,11 @@
 // byte offsets, back to back while there is a backlog. A separate keeper
 // sends an empty heartbeat whenever none was accepted for a heartbeat
 // interval, so the lease is renewed on schedule while the command is silent
-// or a large chunk is uploading. Every answer carries the coordinator's
+// or a large chunk is uploading. Every start, heartbeat and finish call is
+// bounded by a third of the lease TTL the coordinator announced in the lease
+// answer (and never outlives the lease itself), so a call the network
+// swallowed is abandoned and repeated while the lease still holds. Every
+// answer carries the coordinator's
 // stored offsets; bytes are dropped only when acknowledged, and a 409
 // output_gap rewinds to the offsets given. When the program ends, the rest
 // goes out (in heartbeats if it is more than one chunk) and then finish,

@@ -292,7 +292,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.metrics.StartRefused.WithLabelValues("over_capacity").Inc()
 					continue
 				}
-				s := w.newSession(cmd, r.resp.HeartbeatMillis, log)
+				s := w.newSession(cmd, r.resp, log)
 				sessions[s] = struct{}{}
 				go s.run()
 			}

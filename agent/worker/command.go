@@ -190,11 +190,10 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 		return fin, metrics.ResultUnknown
 	}
 
-	sendDone := make(chan struct{})
-	senderCtx, stopSender := context.WithCancel(ctx)
+	sendDone, stopSender := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sendDone)
-		s.stream(senderCtx)
+		s.stream(ctx, stopSender)
 	}()
 
 	type waited struct {
@@ -232,7 +231,10 @@ wait:
 			go proc.Stop(w.cfg.KillAfter)
 		}
 	}
-	stopSender()
+	// The sender ends after the request it has in flight, if any: that
+	// request carries output the finish needs, and cutting it short would
+	// only make it fail and be sent again.
+	close(stopSender)
 	<-sendDone
 	w.metrics.ExecDuration.Observe(time.Since(began).Seconds())
 
@@ -261,22 +263,33 @@ wait:
 
 // stream sends buffered output at least every flush interval while there is
 // any, at once when a full chunk is waiting, back to back while there is a
-// backlog, until ctx is done. The lease itself is kept alive by keep, so a
-// slow upload never starves it.
-func (s *session) stream(ctx context.Context) {
+// backlog, until stop is closed (the program ended: finish sends the rest)
+// or ctx is done. The lease itself is kept alive by keep, so a slow upload
+// never starves it.
+func (s *session) stream(ctx context.Context, stop <-chan struct{}) {
 	flush := min(s.w.cfg.FlushInterval, s.hb)
 	t := time.NewTicker(flush)
 	defer t.Stop()
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.lostCh:
 			return
+		case <-stop:
+			return
 		case <-t.C:
 		case <-s.out.ready:
 		}
-		for ctx.Err() == nil && !s.isLost() && s.out.pendingBytes() > 0 {
+		for ctx.Err() == nil && !s.isLost() && !stopped() && s.out.pendingBytes() > 0 {
 			chunks, _ := s.out.pending(s.w.cfg.ChunkBytes)
 			before := s.out.ackedBytes()
 			if !s.heartbeat(ctx, chunks, false) || s.out.ackedBytes() == before {

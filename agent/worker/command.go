@@ -24,7 +24,10 @@ type session struct {
 	log *slog.Logger
 	hb  time.Duration // heartbeat interval the coordinator asked for
 	ttl time.Duration // lease TTL the coordinator announced
-	out *output
+	// sendLimit is the bytes per stream worth sending: the coordinator's
+	// output cap and one byte to mark the stream truncated (0: all).
+	sendLimit int64
+	out       *output
 
 	// lastRenew is when the last accepted heartbeat or start was sent, in
 	// unix nanos. The coordinator renewed the lease after it received the
@@ -59,15 +62,20 @@ func (w *Worker) newSession(cmd shared.LeasedCommand, lease *shared.LeaseRespons
 		ttl = 3 * hb
 	}
 	ttl = max(ttl, hb)
+	var sendLimit int64
+	if lease.OutputCapBytes > 0 {
+		sendLimit = lease.OutputCapBytes + 1
+	}
 	return &session{
-		w:      w,
-		cmd:    cmd,
-		log:    log,
-		hb:     hb,
-		ttl:    ttl,
-		stopCh: make(chan struct{}),
-		lostCh: make(chan struct{}),
-		quit:   make(chan struct{}),
+		w:         w,
+		cmd:       cmd,
+		log:       log,
+		hb:        hb,
+		ttl:       ttl,
+		sendLimit: sendLimit,
+		stopCh:    make(chan struct{}),
+		lostCh:    make(chan struct{}),
+		quit:      make(chan struct{}),
 	}
 }
 
@@ -143,7 +151,7 @@ func (s *session) run() {
 	w.metrics.CommandsRunning.Inc()
 	defer w.metrics.CommandsRunning.Dec()
 
-	s.out = newOutput(w.cfg.MaxBufferBytes, int64(w.cfg.ChunkBytes), func(stream, n int) {
+	s.out = newOutput(w.cfg.MaxBufferBytes, int64(w.cfg.ChunkBytes), s.sendLimit, func(stream, n int) {
 		w.metrics.OutputBytes.WithLabelValues(streamNames[stream]).Add(float64(n))
 	})
 	go s.keep()
@@ -457,6 +465,9 @@ func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 				}
 				if fin.Error != "" {
 					attrs = append(attrs, "error", fin.Error)
+				}
+				if n := s.out.dropped(); n > 0 {
+					attrs = append(attrs, "bytes_past_output_cap", n)
 				}
 				s.log.Info("command reported", attrs...)
 				return true

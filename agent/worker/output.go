@@ -25,6 +25,10 @@ var errOutputLost = errors.New("coordinator asked to resend output it had acknow
 // request can be repeated from the acknowledged offsets: the coordinator
 // ignores what it already has and nothing is appended twice or lost.
 //
+// Past sendLimit bytes of a stream (the coordinator's output cap plus the
+// one byte that tells it the stream was truncated) bytes are counted and
+// dropped at once: the coordinator would only throw them away.
+//
 // It is bounded: when limit bytes are waiting for acknowledgement, writes
 // block — and so does the program, on its pipe — until an acknowledgement
 // frees room. That is the back-pressure that keeps a coordinator outage from
@@ -33,6 +37,7 @@ type output struct {
 	mu        sync.Mutex
 	room      *sync.Cond // signalled when bytes are acknowledged or abandoned
 	limit     int64
+	sendLimit int64 // bytes per stream worth sending; 0: all
 	streams   [2]streamBuf
 	buffered  int64 // len(streams[0].data) + len(streams[1].data)
 	abandoned bool
@@ -45,14 +50,16 @@ type output struct {
 }
 
 type streamBuf struct {
-	base int64  // acknowledged end: data[0] is the byte at this offset
-	data []byte // captured, not yet acknowledged
+	base    int64  // acknowledged end: data[0] is the byte at this offset
+	data    []byte // captured, not yet acknowledged
+	dropped int64  // captured past sendLimit: counted, never sent
 }
 
 // newOutput returns a buffer of limit bytes that signals ready once
-// readyMark bytes wait.
-func newOutput(limit, readyMark int64, onWrite func(stream, n int)) *output {
-	o := &output{limit: limit, onWrite: onWrite, ready: make(chan struct{}, 1), readyMark: min(readyMark, limit)}
+// readyMark bytes wait, and keeps at most sendLimit bytes of each stream
+// (0: no such limit).
+func newOutput(limit, readyMark, sendLimit int64, onWrite func(stream, n int)) *output {
+	o := &output{limit: limit, sendLimit: sendLimit, onWrite: onWrite, ready: make(chan struct{}, 1), readyMark: min(readyMark, limit)}
 	o.room = sync.NewCond(&o.mu)
 	return o
 }
@@ -76,6 +83,13 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if s := &o.streams[w.stream]; o.sendLimit > 0 {
+		room := max(o.sendLimit-s.base-int64(len(s.data)), 0)
+		if int64(len(p)) > room {
+			s.dropped += int64(len(p)) - room
+			p = p[:room]
+		}
+	}
 	for len(p) > 0 {
 		for !o.abandoned && o.buffered >= o.limit {
 			o.signalReady()
@@ -180,7 +194,15 @@ func (o *output) ackedBytes() int64 {
 	return o.streams[stdout].base + o.streams[stderr].base
 }
 
-// totals are the bytes captured per stream: the lengths finish reports.
+// dropped is the bytes captured past the send limit, both streams.
+func (o *output) dropped() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.streams[stdout].dropped + o.streams[stderr].dropped
+}
+
+// totals are the bytes kept per stream: the lengths finish reports, which
+// leave out what was dropped past the send limit.
 func (o *output) totals() (int64, int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

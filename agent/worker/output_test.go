@@ -12,7 +12,7 @@ import (
 )
 
 func TestOutputChunksFromAcknowledgedOffsets(t *testing.T) {
-	o := newOutput(1<<20, 1<<20, nil)
+	o := newOutput(1<<20, 1<<20, 0, nil)
 	o.writer(stdout).Write([]byte("hello "))
 	o.writer(stderr).Write([]byte("oops"))
 	o.writer(stdout).Write([]byte("world"))
@@ -60,7 +60,7 @@ func TestOutputChunksFromAcknowledgedOffsets(t *testing.T) {
 }
 
 func TestOutputChunkSizeSharedFairly(t *testing.T) {
-	o := newOutput(1<<20, 1<<20, nil)
+	o := newOutput(1<<20, 1<<20, 0, nil)
 	o.writer(stdout).Write(bytes.Repeat([]byte("o"), 1000))
 	o.writer(stderr).Write(bytes.Repeat([]byte("e"), 1000))
 	chunks, rest := o.pending(300)
@@ -75,7 +75,7 @@ func TestOutputChunkSizeSharedFairly(t *testing.T) {
 }
 
 func TestOutputBackPressureAndAbandon(t *testing.T) {
-	o := newOutput(10, 10, nil)
+	o := newOutput(10, 10, 0, nil)
 	w := o.writer(stdout)
 	done := make(chan struct{})
 	go func() {
@@ -119,5 +119,23 @@ func TestFinishErrorIsSafe(t *testing.T) {
 	}
 	if finishError("short") != "short" {
 		t.Fatal("short message changed")
+	}
+}
+
+// Past the coordinator's cap (plus the byte that marks truncation) bytes are
+// counted and dropped, without blocking the writer on a full buffer.
+func TestOutputDropsPastSendLimit(t *testing.T) {
+	o := newOutput(8, 8, 5, nil)
+	o.writer(stdout).Write([]byte("0123"))
+	o.writer(stdout).Write([]byte("456789")) // past the limit: never blocks
+	o.writer(stderr).Write([]byte("ab"))
+	chunks, rest := o.pending(100)
+	if rest != 0 || len(chunks) != 2 || string(chunks[0].Data) != "01234" || string(chunks[1].Data) != "ab" {
+		t.Fatalf("chunks %+v rest %d", chunks, rest)
+	}
+	o.ack(shared.Offsets{Stdout: 5, Stderr: 2})
+	o.writer(stdout).Write([]byte("more"))
+	if so, se := o.totals(); so != 5 || se != 2 || o.dropped() != 9 || o.pendingBytes() != 0 {
+		t.Fatalf("totals %d %d dropped %d pending %d; want 5 2 9 0", so, se, o.dropped(), o.pendingBytes())
 	}
 }

@@ -353,11 +353,20 @@ func (s *session) renewed(sent time.Time) {
 
 func (s *session) renewedAt() time.Time { return time.Unix(0, s.lastRenew.Load()) }
 
-// callTimeout bounds one start, heartbeat or finish call, the client's own
-// retries included: a third of the lease TTL, so a call that hangs is
+// callTimeout bounds one start or keeper heartbeat, the client's own retries
+// included: a third of the lease TTL, so a call the network swallowed is
 // abandoned and repeated while the lease still holds. (The coordinator's
 // default heartbeat interval is a third of its TTL too.)
 func (s *session) callTimeout() time.Duration { return max(s.ttl/3, 100*time.Millisecond) }
+
+// transferTimeout bounds a heartbeat carrying output and a finish. Their time
+// on the coordinator grows with the output (a finish folds every stored
+// chunk into the record: seconds for hundreds of MiB), so a third of the TTL
+// could cut every attempt short. The lease does not wait on them: the keeper
+// renews it meanwhile with its own short calls.
+func (s *session) transferTimeout() time.Duration {
+	return max(2*s.hb+20*time.Second, s.callTimeout())
+}
 
 // callContext bounds a call that renews the lease: callTimeout, and never
 // past the moment the lease runs out, when no answer can help any more.
@@ -380,7 +389,10 @@ func (s *session) callContext(ctx context.Context) (context.Context, context.Can
 // arrived after the finish, and the finish's own answer decides.
 func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper bool) bool {
 	sent := time.Now()
-	callCtx, cancel := s.callContext(ctx)
+	callCtx, cancel := context.WithTimeout(ctx, s.transferTimeout())
+	if keeper {
+		callCtx, cancel = s.callContext(ctx)
+	}
 	defer cancel()
 	resp, err := s.w.coord.Heartbeat(callCtx, s.cmd.ID, shared.HeartbeatRequest{Attempt: s.cmd.Attempt, Chunks: chunks})
 	if err == nil {
@@ -454,7 +466,7 @@ func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 			fin.Chunks = chunks
 			fin.StdoutLength, fin.StderrLength = s.out.totals()
 			fin.Error = finishError(fin.Error)
-			callCtx, cancel := s.callContext(ctx)
+			callCtx, cancel := context.WithTimeout(ctx, s.transferTimeout())
 			resp, err := s.w.coord.Finish(callCtx, s.cmd.ID, fin)
 			cancel()
 			if err == nil {

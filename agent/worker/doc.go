@@ -27,11 +27,13 @@
 // byte offsets, back to back while there is a backlog. A separate keeper
 // sends an empty heartbeat whenever none was accepted for a heartbeat
 // interval, so the lease is renewed on schedule while the command is silent
-// or a large chunk is uploading. Every start, heartbeat and finish call is
+// or a large chunk is uploading. The start and the keeper's heartbeats are
 // bounded by a third of the lease TTL the coordinator announced in the lease
-// answer (and never outlives the lease itself), so a call the network
-// swallowed is abandoned and repeated while the lease still holds. Every
-// answer carries the coordinator's
+// answer (and never outlive the lease itself), so a call the network
+// swallowed is abandoned and repeated while the lease still holds. Output
+// heartbeats and the finish get longer (their work grows with the output);
+// the keeper renews the lease meanwhile. Every answer carries the
+// coordinator's
 // stored offsets; bytes are dropped only when acknowledged, and a 409
 // output_gap rewinds to the offsets given. When the program ends, the rest
 // goes out (in heartbeats if it is more than one chunk) and then finish,

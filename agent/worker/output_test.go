@@ -139,3 +139,62 @@ func TestOutputDropsPastSendLimit(t *testing.T) {
 		t.Fatalf("totals %d %d dropped %d pending %d; want 5 2 9 0", so, se, o.dropped(), o.pendingBytes())
 	}
 }
+
+// Much more output than the limit, written in odd sizes and acknowledged in
+// odd steps, comes out exact and in order, while the blocks ever allocated
+// stay within the limit plus two per stream (its first block partly
+// acknowledged, its last partly filled).
+func TestOutputBlocksStayWithinLimit(t *testing.T) {
+	const limit = 4 * blockSize
+	o := newOutput(limit, limit, 0, nil)
+	var want [2][]byte
+	for i := range 2 {
+		want[i] = make([]byte, 40*blockSize+12345)
+		for j := range want[i] {
+			want[i][j] = byte(j*7 + i)
+		}
+	}
+	for i := range 2 {
+		go func() {
+			w, data := o.writer(i), want[i]
+			for step := 1; len(data) > 0; step = step*31%4093 + 1 {
+				k := min(step, len(data))
+				w.Write(data[:k])
+				data = data[k:]
+			}
+		}()
+	}
+	var got [2][]byte
+	for step := 0; len(got[0]) < len(want[0]) || len(got[1]) < len(want[1]); step++ {
+		chunks, _ := o.pending(3*blockSize/2 + step%1000)
+		var off shared.Offsets
+		off.Stdout, off.Stderr = int64(len(got[0])), int64(len(got[1]))
+		for _, c := range chunks {
+			i := 0
+			if c.Stream == shared.StreamStderr {
+				i = 1
+			}
+			if c.Offset != int64(len(got[i])) {
+				t.Fatalf("%s chunk at %d, want %d", c.Stream, c.Offset, len(got[i]))
+			}
+			// Acknowledge a part only, as a coordinator that stored less.
+			take := len(c.Data) - step%3
+			got[i] = append(got[i], c.Data[:max(take, 0)]...)
+		}
+		off.Stdout, off.Stderr = int64(len(got[0])), int64(len(got[1]))
+		if err := o.ack(off); err != nil {
+			t.Fatal(err)
+		}
+		if len(chunks) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := range 2 {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("%s differs after passing through the blocks", streamNames[i])
+		}
+	}
+	if max := limit/blockSize + 4; o.allocated > max {
+		t.Fatalf("%d blocks allocated for a %d-block limit, want at most %d", o.allocated, limit/blockSize, max)
+	}
+}

@@ -111,6 +111,18 @@ func (s *session) lose(err error) {
 	})
 }
 
+// fence stops the program of a lease the agent could not renew for its TTL:
+// the coordinator counts the command lost and records it failed, so it must
+// not go on changing the container unseen — whether or not the coordinator
+// can be told. Like a lost lease, it is not reported.
+func (s *session) fence() {
+	s.lostOnce.Do(func() {
+		s.log.Error("lease not renewed for its TTL: the coordinator counts the command lost; stopping it without waiting to hear so",
+			"ttl", s.ttl.String(), "last_renewed", s.renewedAt().UTC())
+		close(s.lostCh)
+	})
+}
+
 func (s *session) isLost() bool {
 	select {
 	case <-s.lostCh:
@@ -310,10 +322,17 @@ func (s *session) stream(ctx context.Context, stop <-chan struct{}) {
 // keep sends an empty heartbeat whenever no heartbeat was accepted for an
 // interval, so the lease is renewed on its own schedule while the command is
 // silent or while a large chunk is on its way. A call that fails or hangs is
-// abandoned in time to try again before the lease runs out.
+// abandoned in time to try again before the lease runs out. Should the lease
+// run out all the same while the program runs, it fences the command.
 func (s *session) keep() {
 	ctx := s.w.reportCtx
 	for {
+		// Once the program has ended there is nothing to stop: the
+		// finish goes on and its answer decides.
+		if time.Since(s.renewedAt()) >= s.ttl && !s.finishing.Load() {
+			s.fence()
+			return
+		}
 		wait := time.Until(s.renewedAt().Add(s.hb))
 		if wait <= 0 {
 			if s.heartbeat(ctx, nil, true) {
@@ -324,6 +343,8 @@ func (s *session) keep() {
 			pause := min(s.hb, time.Second, s.ttl/10)
 			wait = pause + rand.N(pause/2+1)
 		}
+		// Wake at the expiry too, to fence on time.
+		wait = max(min(wait, time.Until(s.renewedAt().Add(s.ttl))), time.Millisecond)
 		t := time.NewTimer(wait)
 		select {
 		case <-s.quit:

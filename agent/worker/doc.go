@@ -52,7 +52,20 @@
 // Running commands go on; their output is buffered up to MaxBufferBytes per
 // command and then the program is blocked on its pipe (back-pressure; no
 // byte is dropped). If the outage outlasts the lease TTL the coordinator
-// reaps the command and the first answer after the outage is lease_lost.
+// reaps the command as lost, so the agent fences itself: a running command
+// whose lease it has not renewed for the TTL is stopped (SIGTERM, then
+// SIGKILL after KillAfter, as at shutdown) and not reported, without
+// waiting for the coordinator to say lease_lost.
+//
+// # Memory
+//
+// Output is held in 64 KiB blocks that are reused once acknowledged, plus
+// one chunk of scratch to build a request in: per running command at most
+// MaxBufferBytes + 4 blocks + ChunkBytes, however much the program writes.
+// Bytes past the coordinator's output cap (told in the lease answer) are
+// counted and dropped, never buffered or sent: only a stream's first cap+1
+// bytes go out (the extra byte marks it truncated), and finish reports the
+// lengths sent.
 //
 // # Shutdown
 //

@@ -287,6 +287,17 @@ wait:
 // or ctx is done. The lease itself is kept alive by keep, so a slow upload
 // never starves it.
 func (s *session) stream(ctx context.Context, stop <-chan struct{}) {
+	// A lost lease cuts the request in flight short: its output is
+	// abandoned, and the session should not wait for it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.lostCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	flush := min(s.w.cfg.FlushInterval, s.hb)
 	t := time.NewTicker(flush)
 	defer t.Stop()
@@ -438,6 +449,9 @@ func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper b
 // handleError applies a refused or failed heartbeat/finish. It returns true
 // when the request should be repeated at once (output_gap, offsets applied).
 func (s *session) handleError(op string, err error) bool {
+	if s.isLost() {
+		return false // nothing about this lease matters any more
+	}
 	if off, ok := client.GapOffsets(err); ok {
 		if rerr := s.out.resendFrom(off); rerr != nil {
 			s.log.Error("cannot resend output the coordinator no longer has", "error", rerr,

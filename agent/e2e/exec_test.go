@@ -115,7 +115,8 @@ func deref(p *int) any {
 // ended is not a failed heartbeat.)
 func TestHealthyRunLogsNoWarning(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
+	// A TTL long enough that a busy test machine makes no call time out.
+	s := newStack(t, stackOptions{leaseTTL: 15 * time.Second, heartbeat: time.Second})
 	c := s.container()
 	a := s.startAgent("--concurrency", "4", "--chunk-bytes", "1024")
 	s.waitReported(c)

@@ -12,11 +12,11 @@ import (
 
 // TestHungHeartbeatIsAbandoned: one heartbeat of a quiet command is swallowed
 // by the network (sent, never answered). The agent must give up on it well
-// within the lease TTL the coordinator announced (3s here) and heartbeat
+// within the lease TTL the coordinator announced (6s here) and heartbeat
 // again, so the command is not reaped as "agent lost" and succeeds.
 func TestHungHeartbeatIsAbandoned(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{leaseTTL: 3 * time.Second, heartbeat: time.Second})
+	s := newStack(t, stackOptions{leaseTTL: 6 * time.Second, heartbeat: 2 * time.Second})
 	p := newFaultProxy(t, s.url(""))
 	var once atomic.Bool
 	p.holdWhen(func(r *http.Request) bool {
@@ -26,7 +26,7 @@ func TestHungHeartbeatIsAbandoned(t *testing.T) {
 	s.startAgentAt(p.URL())
 	s.waitReported(c)
 
-	rec := s.submit(c.ID, "sh", "-c", "sleep 7; echo done")
+	rec := s.submit(c.ID, "sh", "-c", "sleep 10; echo done")
 	got := s.wait(rec.ID, time.Minute)
 	if p.held.Load() != 1 {
 		t.Fatalf("%d requests held, want the one heartbeat", p.held.Load())

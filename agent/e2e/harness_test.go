@@ -162,7 +162,11 @@ type stack struct {
 	userToken string
 	nodeToken string
 	runcRoot  string
-	client    *http.Client
+	// workDir is the agents' --work-dir. Each stack has its own, so one
+	// test's agent never takes another test's programs for orphans left by
+	// a dead agent of its own host.
+	workDir string
+	client  *http.Client
 }
 
 func newStack(t testing.TB, opt stackOptions) *stack {
@@ -174,7 +178,7 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 		opt.heartbeat = opt.leaseTTL / 3
 	}
 	s := &stack{t: t, dbURL: testpg.New(t), addr: freeAddr(t), runcRoot: runctest.NewRoot(t),
-		client: &http.Client{Timeout: 60 * time.Second}}
+		workDir: t.TempDir(), client: &http.Client{Timeout: 60 * time.Second}}
 	s.coordEnv = []string{
 		"EXECQ_DATABASE_URL=" + s.dbURL,
 		"EXECQ_LISTEN=" + s.addr,
@@ -245,7 +249,7 @@ func (s *stack) startAgent(extra ...string) *proc {
 // proxy in front of it).
 func (s *stack) startAgentAt(coordURL string, extra ...string) *proc {
 	s.t.Helper()
-	args := append([]string{"--coordinator", coordURL, "--runc-root", s.runcRoot}, extra...)
+	args := append([]string{"--coordinator", coordURL, "--runc-root", s.runcRoot, "--work-dir", s.workDir}, extra...)
 	return startProc(s.t, "execq-agent", []string{"EXECQ_AGENT_TOKEN=" + s.nodeToken}, args...)
 }
 

@@ -64,6 +64,12 @@ type LeaseResponse struct {
 	// timing so operators configure it in one place.
 	LeaseTTLMillis  int `json:"lease_ttl_ms"`
 	HeartbeatMillis int `json:"heartbeat_interval_ms"`
+	// OutputCapBytes is how many bytes per stream the coordinator keeps; 0
+	// means it did not say. Past the cap bytes are only counted, and the
+	// stream is marked truncated once one byte past the cap arrives, so
+	// an agent may stop sending a stream after its first cap+1 bytes and
+	// report the lengths it sent.
+	OutputCapBytes int64 `json:"output_cap_bytes,omitempty"`
 }
 
 // LeasedCommand is a command leased to the calling node. Attempt identifies

@@ -79,6 +79,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		Commands:        make([]shared.LeasedCommand, len(cmds)),
 		LeaseTTLMillis:  int(s.cfg.LeaseTTL.Milliseconds()),
 		HeartbeatMillis: int(s.cfg.Heartbeat.Milliseconds()),
+		OutputCapBytes:  s.cfg.OutputCap,
 	}
 	for i, c := range cmds {
 		resp.Commands[i] = shared.LeasedCommand{

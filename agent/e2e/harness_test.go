@@ -147,6 +147,7 @@ func (p *proc) wantCleanExit(when string) {
 type stackOptions struct {
 	leaseTTL  time.Duration
 	heartbeat time.Duration
+	env       []string // extra EXECQ_* settings for the coordinator
 }
 
 // stack is a coordinator on its own database, a user and a node identity,
@@ -181,6 +182,7 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 		"EXECQ_REAP_INTERVAL=200ms",
 		"EXECQ_SAFETY_POLL=1s",
 	}
+	s.coordEnv = append(s.coordEnv, opt.env...)
 	s.startCoordinator()
 	var user struct{ Token string }
 	var node struct{ Token string }

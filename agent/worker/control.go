@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/execq/execq/agent/client"
 	"github.com/execq/execq/agent/metrics"
 	"github.com/execq/execq/agent/runc"
 	"github.com/execq/execq/shared"
@@ -150,6 +152,12 @@ func (w *Worker) controlLoop() {
 			if ctx.Err() != nil {
 				return
 			}
+			if client.IsRejected(err) {
+				// A coordinator without the route (older), or one that
+				// refuses this node: asking again will not help.
+				w.log.Info("no control poll; cancels arrive with heartbeat answers", "error", err)
+				return
+			}
 			failures++
 			if failures == 1 || failures%30 == 0 {
 				w.log.Warn("control poll failed; cancels arrive with heartbeats meanwhile", "error", err, "failed_calls", failures)
@@ -206,8 +214,29 @@ func (s *session) killAfter() time.Duration {
 
 // terminate ends the program for a stop: SIGTERM to the real process
 // (through runc's pid file), SIGKILL after the grace, never by killing
-// runc exec unless a descendant holds the output open past both.
-func (s *session) terminate(proc *runc.Process) { proc.Stop(s.killAfter()) }
+// runc exec. Only if runc exec still has not exited KillAfter after that —
+// a descendant that left the group holds the output open — does Stop kill
+// runc itself. A cancel's grace may be 0 or far from KillAfter, so the
+// signals are sent here and Stop is only the last resort.
+func (s *session) terminate(proc *runc.Process) {
+	select {
+	case <-proc.Started():
+	case <-s.quit:
+		return
+	}
+	if proc.Pid() != 0 {
+		_ = proc.Signal(syscall.SIGTERM)
+		t := time.NewTimer(s.killAfter())
+		select {
+		case <-t.C:
+			_ = proc.Signal(syscall.SIGKILL) // a no-op once runc exec has exited
+		case <-s.quit:
+			t.Stop()
+			return
+		}
+	}
+	proc.Stop(s.w.cfg.KillAfter)
+}
 
 // armTimeout stops the program once it has run for its timeout; call the
 // returned func when it ended.

@@ -115,7 +115,9 @@ func howStopped(req shared.FinishRequest, grace int) string {
 	case req.Signal == "" && req.ExitCode == nil:
 		return "the program had not been executed yet"
 	case req.Signal == "":
-		return "the program exited on its own before it was signalled" + exit
+		// Neither signal's status: the program handled SIGTERM and
+		// exited, or exited on its own just before.
+		return "the program exited after SIGTERM or just before it" + exit
 	case req.Signal == "SIGKILL" && grace >= 0:
 		return fmt.Sprintf("the program was still running %d s after SIGTERM and was ended by SIGKILL%s", grace, exit)
 	case req.Signal == "SIGKILL":

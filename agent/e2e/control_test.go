@@ -307,3 +307,27 @@ func TestQueueTimeout(t *testing.T) {
 		t.Errorf("the command not picked up ran later: %q (%v)", raw, err)
 	}
 }
+
+// TestEndReasons: a program that exits, one that cannot be started and one
+// killed by a signal execq did not send each say so in end_reason.
+func TestEndReasons(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	c := s.container()
+	s.startAgent()
+	s.waitReported(c)
+	exited := s.submit(c.ID, "sh", "-c", "exit 3")
+	missing := s.submit(c.ID, "/no/such/program")
+	killed := s.submit(c.ID, "sh", "-c", "echo x; kill -KILL $$")
+	if got := s.wait(exited.ID, 30*time.Second); endReason(got) != "exited" || got.ExitCode == nil || *got.ExitCode != 3 || got.Signal != nil {
+		t.Errorf("exit 3: %s %s %v", got.Status, endReason(got), got.ExitCode)
+	}
+	if got := s.wait(missing.ID, 30*time.Second); got.Status != shared.StatusFailed || endReason(got) != "exec_error" {
+		t.Errorf("missing program: %s %s %q", got.Status, endReason(got), got.Stderr)
+	}
+	got := s.wait(killed.ID, 30*time.Second)
+	if got.Status != shared.StatusFailed || endReason(got) != "killed" || signalOf(got) != "SIGKILL" || got.Stdout != "x\n" ||
+		!strings.HasPrefix(lastLine(got.Stderr), "execq: the program was killed by SIGKILL") {
+		t.Errorf("killed: %s %s %s stdout %q stderr %q", got.Status, endReason(got), signalOf(got), got.Stdout, got.Stderr)
+	}
+}

@@ -157,6 +157,9 @@ func TestCancelRacingStart(t *testing.T) {
 	seen := map[int]int{}
 	for i := range n {
 		rec := s.submit(c.ID, "sh", "-c", fmt.Sprintf("echo ran >> /tmp/marks-%d; sleep 600", i))
+		// Spread the cancels over the start: at once, and a few
+		// milliseconds later (around the lease, the start, the exec).
+		time.Sleep(time.Duration(i%5) * 3 * time.Millisecond)
 		code, _, raw := s.cancel(rec.ID, nil)
 		seen[code]++
 		if code != http.StatusOK && code != http.StatusAccepted {

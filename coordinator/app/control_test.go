@@ -85,3 +85,22 @@ func TestControlPollWokenAcrossReplicas(t *testing.T) {
 		t.Errorf("409 body %s: want the current status", r.Body)
 	}
 }
+
+// TestCancelLeasedBeforeStart: a command leased by an agent that has not
+// started it is cancelled at once, and the agent's start is refused with
+// "cancelled", so it never runs.
+func TestCancelLeasedBeforeStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rec := b.submit(b.Alice, b.NodeA.Container, "touch", "/tmp/ran")
+	lc := b.leaseCommand(b.NodeA, rec.ID)
+	var got shared.CommandExecutionRecord
+	b.mustJSON(b.URL, http.MethodPost, commandPath(rec.ID)+"/cancel", b.Alice.Token, "", http.StatusOK, &got)
+	if got.Status != shared.StatusCancelled || got.EndReason == nil || *got.EndReason != shared.EndCancelled || got.StartedAt != nil {
+		t.Fatalf("cancel of a leased command: %+v", got)
+	}
+	b.wantError(b.agent(b.NodeA, rec.ID, "start", shared.StartRequest{Attempt: lc.Attempt}), http.StatusConflict, shared.CodeCancelled)
+	if got := b.get(b.Alice, rec.ID); got.Status != shared.StatusCancelled {
+		t.Fatalf("after the refused start: %s", got.Status)
+	}
+}

@@ -155,7 +155,7 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 	fin := shared.FinishRequest{Attempt: s.cmd.Attempt}
 	if reason, result := s.stopped(); reason != "" {
 		// Stopped between start and exec (shutdown, cancel): never ran.
-		s.stoppedFinish(&fin, reason, false, runc.Result{})
+		s.stoppedFinish(&fin, reason, runc.Result{}, errNotExecuted)
 		return fin, result
 	}
 	s.log.Info("executing command", "program", s.cmd.Program, "args", len(s.cmd.Args))
@@ -228,7 +228,7 @@ wait:
 	var ee *runc.ExecError
 	switch reason, result := s.stopped(); {
 	case reason != "":
-		s.stoppedFinish(&fin, reason, wr.err == nil, wr.res)
+		s.stoppedFinish(&fin, reason, wr.res, wr.err)
 		return fin, result
 	case errors.As(wr.err, &ee):
 		fin.Error = wr.err.Error()

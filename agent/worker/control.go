@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -251,10 +252,16 @@ func (s *session) armTimeout() func() {
 	return func() { t.Stop() }
 }
 
-// stoppedFinish fills the finish of a stopped command. A cancel or timeout
-// reports the exit status and the signal that ended the program, and the
-// coordinator writes the execq line; a shutdown stop reports its reason.
-func (s *session) stoppedFinish(fin *shared.FinishRequest, reason string, ran bool, res runc.Result) {
+// errNotExecuted marks a stop that came between start and exec.
+var errNotExecuted = &runc.ExecError{Reason: "stopped before it was executed"}
+
+// stoppedFinish fills the finish of a stopped command from the program's
+// outcome (res, err as runc's Wait gave them). A cancel or timeout reports
+// the exit status and the signal that ended the program, and the
+// coordinator writes the execq line; a program that never ran reports
+// neither (a cancel of it is then a plain "cancelled"); an unknown outcome
+// says so in Error. A shutdown stop reports its reason.
+func (s *session) stoppedFinish(fin *shared.FinishRequest, reason string, res runc.Result, err error) {
 	s.mu.Lock()
 	kind := s.ctl.kind
 	s.mu.Unlock()
@@ -263,8 +270,13 @@ func (s *session) stoppedFinish(fin *shared.FinishRequest, reason string, ran bo
 		return
 	}
 	fin.EndReason = kind
-	if !ran {
-		return // stopped before it was executed
+	var ee *runc.ExecError
+	switch {
+	case errors.As(err, &ee):
+		return // never ran
+	case err != nil:
+		fin.Error = err.Error()
+		return
 	}
 	code := res.ExitCode
 	fin.ExitCode = &code

@@ -66,6 +66,13 @@ func finishEnding(ctx context.Context, tx *sqlx.Tx, c *Command, req shared.Finis
 		if err != nil {
 			return e, err
 		}
+		if req.ExitCode == nil && req.Error == "" {
+			// Stopped between start and exec: it never ran, which is
+			// what the contract's "cancelled" means.
+			e.status = shared.StatusCancelled
+			e.note = fmt.Sprintf("execq: cancelled by %s before the program was executed\n", who)
+			break
+		}
 		e.note = fmt.Sprintf("execq: cancelled by %s; %s\n", who, howStopped(req, int(c.CancelGraceSeconds.Int32)))
 	case shared.EndTimedOut:
 		e.reason = shared.EndTimedOut
@@ -112,8 +119,10 @@ func howStopped(req shared.FinishRequest, grace int) string {
 		exit = fmt.Sprintf(" (exit status %d)", *req.ExitCode)
 	}
 	switch {
-	case req.Signal == "" && req.ExitCode == nil:
+	case req.ExitCode == nil && req.Error == "":
 		return "the program had not been executed yet"
+	case req.ExitCode == nil:
+		return "the program's outcome is unknown: " + req.Error
 	case req.Signal == "":
 		// Neither signal's status: the program handled SIGTERM and
 		// exited, or exited on its own just before.
@@ -154,11 +163,12 @@ const (
 	AlreadyFinished
 )
 
-// Cancel cancels a command on behalf of user, who may see it (the caller
-// checks). A queued one — leased or not — becomes cancelled at once, and an
+// Cancel cancels a command on behalf of user: its submitter or an admin;
+// anyone else gets ErrNotFound, as for an unknown ID. A queued one — leased or not — becomes cancelled at once, and an
 // agent holding its lease is refused at start. A running one gets the
 // request recorded (the first request's grace stands) and its node's control
-// polls are woken. It returns the record as it is after the change.
+// polls are woken. It returns the record as it is after the change (for a
+// terminal one, without its output).
 func (s *Store) Cancel(ctx context.Context, id string, user User, graceSeconds int) (CommandWithOutput, CancelOutcome, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
@@ -175,6 +185,9 @@ func (s *Store) Cancel(ctx context.Context, id string, user User, graceSeconds i
 		if err != nil {
 			return interpretError(err)
 		}
+		if !user.IsAdmin && c.RequestedBy != user.ID {
+			return ErrNotFound // another user's command: as if unknown
+		}
 		record := func() error {
 			_, err := tx.ExecContext(ctx, `UPDATE commands SET cancel_requested_at = now(), cancel_requested_by = $2,
 				cancel_grace_seconds = $3 WHERE id = $1`, id, user.ID, graceSeconds)
@@ -183,6 +196,8 @@ func (s *Store) Cancel(ctx context.Context, id string, user User, graceSeconds i
 		switch {
 		case c.Status.Terminal():
 			res = AlreadyFinished
+			out.Command = c // the status is all the answer needs, not the output
+			return nil
 		case c.Status == shared.StatusQueued:
 			res = CancelledQueued
 			if err := record(); err != nil {

@@ -13,6 +13,13 @@ func TestCancelQueuedRefusesStart(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	idle := f.enqueue("true")
+	bob, _, err := f.st.CreateUser(f.ctx, "bob", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.st.Cancel(f.ctx, idle.ID, bob, 5); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("another user's cancel: %v, want ErrNotFound", err)
+	}
 	c, res, err := f.st.Cancel(f.ctx, idle.ID, f.user, 5)
 	if err != nil || res != CancelledQueued || c.Status != shared.StatusCancelled || c.EndReason.String != "cancelled" {
 		t.Fatalf("cancel queued: %v %v %+v", res, err, c.Command)
@@ -93,6 +100,8 @@ func TestFinishEndReasons(t *testing.T) {
 		{shared.FinishRequest{Error: "no such program"}, shared.StatusFailed, shared.EndExecError, ""},
 		{shared.FinishRequest{Error: "agent shut down", EndReason: shared.EndAgentLost}, shared.StatusFailed, shared.EndAgentLost, ""},
 		{shared.FinishRequest{ExitCode: ptr(143), EndReason: shared.EndTimedOut, Signal: "SIGTERM"}, shared.StatusFailed, shared.EndTimedOut, "SIGTERM"},
+		{shared.FinishRequest{EndReason: shared.EndCancelled}, shared.StatusCancelled, shared.EndCancelled, ""},
+		{shared.FinishRequest{EndReason: shared.EndCancelled, Error: "runc exec was killed"}, shared.StatusFailed, shared.EndCancelled, ""},
 	} {
 		c := f.running()
 		tc.req.Attempt = c.Attempt

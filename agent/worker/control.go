@@ -220,6 +220,13 @@ func (s *session) killAfter() time.Duration {
 // runc itself. A cancel's grace may be 0 or far from KillAfter, so the
 // signals are sent here and Stop is only the last resort.
 func (s *session) terminate(proc *runc.Process) {
+	s.mu.Lock()
+	kind := s.ctl.kind
+	s.mu.Unlock()
+	if kind == "" {
+		proc.Stop(s.w.cfg.KillAfter) // a shutdown stop: KillAfter is the grace
+		return
+	}
 	select {
 	case <-proc.Started():
 	case <-s.quit:

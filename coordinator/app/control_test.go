@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/execq/execq/coordinator/app"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/shared"
 )
@@ -102,5 +104,37 @@ func TestCancelLeasedBeforeStart(t *testing.T) {
 	b.wantError(b.agent(b.NodeA, rec.ID, "start", shared.StartRequest{Attempt: lc.Attempt}), http.StatusConflict, shared.CodeCancelled)
 	if got := b.get(b.Alice, rec.ID); got.Status != shared.StatusCancelled {
 		t.Fatalf("after the refused start: %s", got.Status)
+	}
+}
+
+// TestTimeoutBackstop: an agent that keeps heartbeating but never stops a
+// command past its timeout has it failed by the reaper (timed_out) once
+// timeout + grace + lease TTL have passed, and its next heartbeat is refused,
+// which makes a real agent stop the program.
+func TestTimeoutBackstop(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *app.Config) { c.DefaultGrace = 0 }))
+	var rec shared.CommandExecutionRecord
+	b.mustJSON(b.URL, http.MethodPost, submitPath(b.NodeA.Container), b.Alice.Token,
+		shared.SubmitRequest{Program: "sleep", Args: []string{"600"}, TimeoutSeconds: shared.Secs(1)}, http.StatusAccepted, &rec)
+	lc := b.leaseCommand(b.NodeA, rec.ID)
+	if lc.TimeoutSeconds != 1 || lc.GraceSeconds != 0 {
+		t.Fatalf("lease limits: timeout %d grace %d", lc.TimeoutSeconds, lc.GraceSeconds)
+	}
+	b.start(b.NodeA, lc)
+	var last response
+	eventually(t, within, func() bool {
+		last = b.agent(b.NodeA, lc.ID, "heartbeat", shared.HeartbeatRequest{Attempt: lc.Attempt})
+		if last.Status == http.StatusOK {
+			time.Sleep(200 * time.Millisecond)
+			return false
+		}
+		return true
+	}, "heartbeat refused after the timeout backstop")
+	b.wantError(last, http.StatusConflict, shared.CodeLeaseLost)
+	got := b.get(b.Alice, rec.ID)
+	if got.Status != shared.StatusFailed || got.EndReason == nil || *got.EndReason != shared.EndTimedOut ||
+		!strings.HasPrefix(got.Stderr, "execq: timed out after 1 s") {
+		t.Fatalf("backstopped record: %+v", got)
 	}
 }

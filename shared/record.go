@@ -44,12 +44,21 @@ type CommandExecutionRecord struct {
 	// and only its first bytes were kept.
 	StdoutTruncated bool `json:"stdout_truncated"`
 	StderrTruncated bool `json:"stderr_truncated"`
+
+	// Control fields (see control.go): the limits the command runs under,
+	// why it ended, and a cancel request if one was made.
+	ControlFields
 }
 
 // SubmitRequest is the body of POST /api/v1/containers/{id}/commands.
 type SubmitRequest struct {
 	Program string   `json:"program"`
 	Args    []string `json:"args"`
+	// TimeoutSeconds bounds the run from its start; QueueTimeoutSeconds
+	// bounds the wait for an agent to start it. Absent: the coordinator's
+	// defaults.
+	TimeoutSeconds      Seconds `json:"timeout_seconds,omitzero"`
+	QueueTimeoutSeconds Seconds `json:"queue_timeout_seconds,omitzero"`
 }
 
 // ContainerInfo is one container as reported by an agent and listed by

@@ -149,6 +149,7 @@ type stackOptions struct {
 	heartbeat time.Duration
 	// outputCap is the bytes kept per stream (0: the coordinator's default).
 	outputCap int64
+	env       []string // extra EXECQ_* settings for the coordinator
 }
 
 // stack is a coordinator on its own database, a user and a node identity,
@@ -190,6 +191,7 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 	if opt.outputCap > 0 {
 		s.coordEnv = append(s.coordEnv, fmt.Sprintf("EXECQ_OUTPUT_CAP_BYTES=%d", opt.outputCap))
 	}
+	s.coordEnv = append(s.coordEnv, opt.env...)
 	s.startCoordinator()
 	var user struct{ Token string }
 	var node struct{ Token string }

@@ -40,6 +40,7 @@ type session struct {
 	mu         sync.Mutex
 	stopReason string // set once by stop; the Error reported
 	stopResult string
+	ctl        stopControl   // set with stopReason by stopFor (control.go)
 	stopCh     chan struct{} // closed by stop: end the program
 	lostCh     chan struct{} // closed when the lease is gone: end it, report nothing
 	lostOnce   sync.Once
@@ -160,6 +161,8 @@ func (s *session) run() {
 		return
 	}
 	s.renewed(sent)
+	defer w.ctl.register(s)()
+	defer s.armTimeout()()
 	w.metrics.CommandsRunning.Inc()
 	defer w.metrics.CommandsRunning.Dec()
 
@@ -185,8 +188,8 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 	w := s.w
 	fin := shared.FinishRequest{Attempt: s.cmd.Attempt}
 	if reason, result := s.stopped(); reason != "" {
-		// Stopped between start and exec (shutdown): never ran.
-		fin.Error = reason
+		// Stopped between start and exec (shutdown, cancel): never ran.
+		s.stoppedFinish(&fin, reason, runc.Result{}, errNotExecuted)
 		return fin, result
 	}
 	s.log.Info("executing command", "program", s.cmd.Program, "args", len(s.cmd.Args))
@@ -235,7 +238,7 @@ wait:
 			break wait
 		case <-stopCh:
 			stopCh = nil
-			go proc.Stop(w.cfg.KillAfter)
+			go s.terminate(proc)
 		case <-lostCh:
 			lostCh = nil
 			// Not ours any more: drop the output so the program is
@@ -261,7 +264,7 @@ wait:
 	var ee *runc.ExecError
 	switch reason, result := s.stopped(); {
 	case reason != "":
-		fin.Error = reason
+		s.stoppedFinish(&fin, reason, wr.res, wr.err)
 		return fin, result
 	case errors.As(wr.err, &ee):
 		fin.Error = wr.err.Error()
@@ -436,7 +439,7 @@ func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper b
 			s.log.Error("inconsistent acknowledgement", "error", err)
 		}
 		if resp.Cancel {
-			s.stop("the agent stopped the command because it was cancelled", metrics.ResultStopped)
+			s.stopFor(shared.EndCancelled, time.Duration(resp.CancelGraceSeconds)*time.Second, "cancelled")
 		}
 		return true
 	}

@@ -137,6 +137,7 @@ type Worker struct {
 	draining  atomic.Bool
 	running   sync.Once
 	releases  sync.WaitGroup // release calls in flight
+	ctl       controls       // running sessions, for cancel orders (control.go)
 }
 
 // New returns a worker. logger and m may be nil.
@@ -196,6 +197,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Run called twice")
 	}
 	defer w.cancelReport()
+	w.ctl.init()
+	go w.controlLoop()
 	pollCtx, cancelPolls := context.WithCancel(ctx)
 	defer cancelPolls()
 

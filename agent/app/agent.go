@@ -49,7 +49,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Agent, err
 		}
 	}
 	m := metrics.New(reg)
+	tlsConfig, err := client.NewTLSConfig(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
 	c, err := client.New(client.Config{
+		TLS:            tlsConfig,
 		BaseURL:        cfg.CoordinatorURL,
 		Token:          cfg.Token,
 		Logger:         logger.With("component", "client"),

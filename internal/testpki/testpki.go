@@ -48,10 +48,12 @@ func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
-		SerialNumber:          newSerial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		SerialNumber: newSerial(t),
+		Subject:      pkix.Name{CommonName: name},
+		// Wider than any certificate it issues in tests, expired
+		// ones included, so only the leaf's dates ever matter.
+		NotBefore:             time.Now().Add(-7 * 24 * time.Hour),
+		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,

@@ -338,3 +338,20 @@ func (s *stack) parkLongPoll(wait time.Duration) <-chan error {
 	})
 	return done
 }
+
+// TestSIGHUPWithoutTLS: SIGHUP (systemctl reload) does not stop a
+// coordinator that serves plain HTTP; it has nothing to reload and says so.
+func TestSIGHUPWithoutTLS(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	s.coord.signal(syscall.SIGHUP)
+	s.eventually(20*time.Second, "SIGHUP noted", func() bool {
+		if _, done := s.coord.exited(0); done {
+			t.Fatalf("the coordinator exited on SIGHUP: %v", s.coord.err)
+		}
+		return strings.Contains(s.coord.out.String(), "SIGHUP: nothing to reload without TLS")
+	})
+	if code := s.do("GET", "/readyz", "", nil, nil); code != http.StatusOK {
+		t.Fatalf("/readyz after SIGHUP: %d", code)
+	}
+}

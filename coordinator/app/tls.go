@@ -92,24 +92,32 @@ func (a *App) serve(srv *http.Server, ln net.Listener) error {
 
 // watchCertificate reloads the certificate on SIGHUP and when its files
 // change, until ctx ends. New handshakes get the new pair; connections
-// already open, and requests in flight on them, are not touched.
+// already open, and requests in flight on them, are not touched. Without
+// TLS, SIGHUP is still caught, so a `systemctl reload` of a plain-HTTP
+// coordinator does not kill it (systemd would count that a clean exit and
+// not restart it).
 func (a *App) watchCertificate(ctx context.Context) error {
-	if a.certs == nil {
-		return nil
-	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	tick := time.NewTicker(a.cfg.TLS.ReloadInterval)
-	defer tick.Stop()
+	var tick <-chan time.Time
+	if a.certs != nil {
+		t := time.NewTicker(a.cfg.TLS.ReloadInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-hup:
+			if a.certs == nil {
+				a.log.Info("SIGHUP: nothing to reload without TLS")
+				continue
+			}
 			a.log.Info("SIGHUP: reloading the TLS certificate")
 			_ = a.certs.Reload() // logged by the reloader; the old pair stays
-		case <-tick.C:
+		case <-tick:
 			_, _ = a.certs.ReloadIfChanged()
 		}
 	}

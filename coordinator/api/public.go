@@ -155,35 +155,6 @@ func waitParam(r *http.Request, max time.Duration) (time.Duration, error) {
 	return min(d, max), nil
 }
 
-// getOutput returns a stream's exact bytes: the record's JSON strings can
-// only show valid UTF-8.
-func (s *Server) getOutput(w http.ResponseWriter, r *http.Request) error {
-	name := r.URL.Query().Get("stream")
-	if name == "" {
-		name = shared.StreamStdout
-	}
-	stream := store.StreamNumber(name)
-	if stream == 0 {
-		return badRequest("invalid_stream", `stream must be "stdout" or "stderr"`)
-	}
-	id, err := pathUUID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := s.store.Output(r.Context(), id, stream)
-	if err == nil && !mayRead(userFrom(r), out.RequestedBy) {
-		err = store.ErrNotFound
-	}
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("X-Execq-Status", string(out.Status))
-	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(out.Data)
-	return err
-}
-
 func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) error {
 	cs, err := s.store.ListContainers(r.Context())
 	if err != nil {

@@ -174,6 +174,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection (flush, write
+// deadlines) through the recorder.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func muxVar(r *http.Request, name string) string { return mux.Vars(r)[name] }
 
 // bearer extracts the token of an "Authorization: Bearer" header.

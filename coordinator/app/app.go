@@ -51,7 +51,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		log.Info("applied migrations", "migrations", applied)
 	}
 	a := &App{cfg: cfg, log: log, Store: st, draining: make(chan struct{})}
-	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, []string{store.NotifyChannel, store.FinishedChannel}, log)
+	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, []string{store.NotifyChannel, store.FinishedChannel, store.OutputChannel}, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg, st, func() int { return a.Notifier.Parked(store.NotifyChannel) })

@@ -128,37 +128,6 @@ func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
 	return c, interpretError(err)
 }
 
-// StreamOutput is one stream's exact bytes, with what the API needs to
-// authorise and label them.
-type StreamOutput struct {
-	RequestedBy string        `db:"requested_by"`
-	Status      shared.Status `db:"status"`
-	Data        []byte        `db:"data"`
-}
-
-// Output returns the exact bytes of one stream: the assembled column once
-// the command is terminal, the chunks received so far while it runs. Only
-// the stream asked for is read.
-func (s *Store) Output(ctx context.Context, id string, stream int) (StreamOutput, error) {
-	ctx, cancel := s.deadline(ctx)
-	defer cancel()
-	col := "stdout"
-	if stream == streamStderr {
-		col = "stderr"
-	}
-	var out StreamOutput
-	err := s.db.GetContext(ctx, &out, `
-		SELECT c.requested_by, c.status, CASE WHEN c.status IN ('queued','running')
-			THEN coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
-				WHERE command_id = c.id AND stream = $2), ''::bytea)
-			ELSE c.`+col+` END AS data
-		FROM commands c WHERE c.id = $1`, id, stream)
-	if errors.Is(err, sql.ErrNoRows) {
-		return out, ErrNotFound
-	}
-	return out, interpretError(err)
-}
-
 // Stream numbers as stored in command_chunks.
 const (
 	streamStdout = 1
@@ -276,15 +245,21 @@ func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, c
 		if err != nil {
 			return err
 		}
-		if _, err := appendChunks(ctx, tx, &c, chunks, outputCap); err != nil {
+		changed, err := appendChunks(ctx, tx, &c, chunks, outputCap)
+		if err != nil {
 			return err
 		}
 		off = c.offsets()
-		// One write per heartbeat: the stream ends and the renewed lease.
-		return interpretError(tx.GetContext(ctx, &exp, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
-				stdout_truncated = $4, stderr_truncated = $5, lease_expires_at = now() + $6 * interval '1 millisecond'
-			WHERE id = $1 RETURNING lease_expires_at`,
-			id, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated, ttl.Milliseconds()))
+		// One write per heartbeat: the stream ends and the renewed lease,
+		// and, when output was stored, a wake-up for its followers on every
+		// replica (delivered at commit, so a woken follower reads it).
+		return interpretError(tx.GetContext(ctx, &exp, `WITH upd AS (
+				UPDATE commands SET stdout_len = $2, stderr_len = $3,
+					stdout_truncated = $4, stderr_truncated = $5, lease_expires_at = now() + $6 * interval '1 millisecond'
+				WHERE id = $1 RETURNING lease_expires_at)
+			SELECT upd.lease_expires_at FROM upd,
+				LATERAL (SELECT CASE WHEN $7::boolean THEN pg_notify('`+OutputChannel+`', $1::text) END) AS n`,
+			id, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated, ttl.Milliseconds(), changed))
 	})
 	return off, exp, err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -362,4 +363,81 @@ func TestOutputParamsValidation(t *testing.T) {
 	}
 	b.wantError(b.do(http.MethodGet, commandPath(lc.ID)+"/output?follow=true&stream=both", b.Alice.Token, nil), http.StatusBadRequest, "invalid_stream")
 	b.wantError(b.do(http.MethodGet, commandPath(lc.ID)+"/output?follow=true", b.Bob.Token, nil), http.StatusNotFound, "not_found")
+}
+
+// expectCut reads the rest of an answer that must end without the status
+// trailer: incomplete, to be resumed from the offset reached.
+func (f *follower) expectCut() []byte {
+	f.t.Helper()
+	timeout := time.After(within)
+	for {
+		select {
+		case p, ok := <-f.pieces:
+			if !ok {
+				if got := f.resp.Trailer.Get("X-Execq-Status"); got != "" {
+					f.t.Fatalf("cut-off follow carries the trailer %q", got)
+				}
+				return f.got
+			}
+			f.got = append(f.got, p...)
+		case <-timeout:
+			f.t.Fatalf("follow still open after %s", within)
+		}
+	}
+}
+
+// TestFollowEndsAtShutdown: a stopping replica ends its follows at once,
+// without the trailer, instead of holding its shutdown for the commands'
+// lifetime; the client resumes on another replica from the offset reached.
+func TestFollowEndsAtShutdown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := testConfig(b.DBURL)
+	cfg.Listen = freeListenAddr(t)
+	cfg.ShutdownGrace = 5 * time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := app.New(ctx, cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	base := "http://" + cfg.Listen
+	eventually(t, within, func() bool {
+		r, err := b.request(context.Background(), base, http.MethodGet, "/readyz", "", nil)
+		return err == nil && r.Status == http.StatusOK
+	}, "replica on %s never ready", base)
+
+	lc := b.run("/bin/sh", "-c", "work")
+	b.heartbeat(b.NodeA, lc, stdout(0, "before\n"))
+	f := b.follow(base, b.Alice, lc.ID, shared.StreamStdout, 0)
+	f.expect([]byte("before\n"), wakeBound)
+	cancel()
+	if got := f.expectCut(); string(got) != "before\n" {
+		t.Fatalf("cut-off follow received %q", got)
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(within):
+		t.Fatal("the replica's shutdown waited for its follower")
+	}
+	b.heartbeat(b.NodeA, lc, stdout(7, "after\n"))
+	resumed := b.follow(b.URL, b.Alice, lc.ID, shared.StreamStdout, int64(len(f.got)))
+	resumed.expect([]byte("after\n"), wakeBound)
+}
+
+// freeListenAddr returns a loopback address with a port free right now.
+func freeListenAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

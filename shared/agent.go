@@ -114,6 +114,11 @@ type Chunk struct {
 	Stream string `json:"stream"`
 	Offset int64  `json:"offset"`
 	Data   []byte `json:"data"`
+	// Skip says the bytes between the stored end and Offset were left out
+	// on purpose: the middle of a stream past the output cap, whose tail
+	// this chunk starts. It is accepted once per stream; a chunk past the
+	// stored end without it is a gap.
+	Skip bool `json:"skip,omitempty"`
 }
 
 // HeartbeatRequest is the body of POST /agent/v1/commands/{id}/heartbeat. It

@@ -25,7 +25,20 @@ const (
 	// statusHeader carries the command's status: a header on a plain read,
 	// a trailer at the end of a follow (the final status, known only then).
 	statusHeader = "X-Execq-Status"
+	// omittedHeader and omittedAtHeader say how many bytes were dropped
+	// from the middle of the stream past the output cap, and where in the
+	// bytes sent (headers or trailers, like the status; absent when none).
+	omittedHeader   = "X-Execq-Omitted"
+	omittedAtHeader = "X-Execq-Omitted-At"
 )
+
+// setOmitted sets the omission headers (or trailers) if bytes were dropped.
+func setOmitted(h http.Header, p store.OutputPiece) {
+	if p.Omitted > 0 {
+		h.Set(omittedHeader, strconv.FormatInt(p.Omitted, 10))
+		h.Set(omittedAtHeader, strconv.FormatInt(p.OmittedAt, 10))
+	}
+}
 
 // outputParams are the query parameters of GET …/output.
 type outputParams struct {
@@ -102,7 +115,7 @@ func (s *Server) getOutput(w http.ResponseWriter, r *http.Request) error {
 		return s.sendStored(w, r, id, p, piece)
 	}
 	h.Set("Cache-Control", "no-store")
-	h.Set("Trailer", statusHeader)
+	h.Set("Trailer", statusHeader+", "+omittedHeader+", "+omittedAtHeader)
 	w.WriteHeader(http.StatusOK)
 	return s.follow(w, r, id, p, piece, wake, finished)
 }
@@ -114,6 +127,7 @@ func (s *Server) getOutput(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) sendStored(w http.ResponseWriter, r *http.Request, id string, p outputParams, piece store.OutputPiece) error {
 	end := max(piece.End, p.offset)
 	w.Header().Set(statusHeader, string(piece.Status))
+	setOmitted(w.Header(), piece)
 	w.Header().Set("Content-Length", strconv.FormatInt(end-p.offset, 10))
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -163,6 +177,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, id string, p out
 		off += int64(len(piece.Data))
 		if piece.Status.Terminal() && off >= piece.End {
 			w.Header().Set(statusHeader, string(piece.Status))
+			setOmitted(w.Header(), piece)
 			// The trailer is written after the handler returns; give that
 			// write its own deadline.
 			_ = extendWriteDeadline(rc)

@@ -167,6 +167,18 @@ func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, list)
 }
 
+// recordOutput shows stored output in the record: valid UTF-8 (invalid
+// bytes become U+FFFD), with one marker line where bytes past the cap were
+// dropped. Each side is made valid on its own, so a character cut by the
+// drop cannot swallow the marker.
+func recordOutput(b []byte, omitted, at int64) string {
+	if omitted == 0 || at < 0 || at > int64(len(b)) {
+		return strings.ToValidUTF8(string(b), "\uFFFD")
+	}
+	return strings.ToValidUTF8(string(b[:at]), "\uFFFD") + shared.OmittedMarker(omitted) +
+		strings.ToValidUTF8(string(b[at:]), "\uFFFD")
+}
+
 // record renders the public CommandExecutionRecord. Output is empty until the
 // command is terminal (the contract), and invalid UTF-8 is replaced so the
 // JSON is always valid; /output has the exact bytes.
@@ -181,13 +193,15 @@ func record(c store.CommandWithOutput) shared.CommandExecutionRecord {
 		CreatedAt:       c.CreatedAt.UTC(),
 		StdoutTruncated: c.StdoutTruncated,
 		StderrTruncated: c.StderrTruncated,
+		StdoutBytes:     c.StdoutLen,
+		StderrBytes:     c.StderrLen,
 	}
 	if rec.Args == nil {
 		rec.Args = []string{}
 	}
 	if c.Status.Terminal() {
-		rec.Stdout = strings.ToValidUTF8(string(c.Stdout), "\uFFFD")
-		rec.Stderr = strings.ToValidUTF8(string(c.Stderr), "\uFFFD")
+		rec.Stdout = recordOutput(c.Stdout, c.StdoutOmitted, c.StdoutOmittedAt)
+		rec.Stderr = recordOutput(c.Stderr, c.StderrOmitted, c.StderrOmittedAt)
 	}
 	if c.ExitCode.Valid {
 		code := int(c.ExitCode.Int32)

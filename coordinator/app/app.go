@@ -58,7 +58,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log}
 	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining}
 	a.Handler = api.New(api.Config{
-		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap,
+		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap, OutputTail: cfg.outputTail(),
 		AuthCacheTTL: cfg.AuthCacheTTL,
 	}, st, poller, m, reg, log)
 	return a, nil

@@ -26,6 +26,10 @@ type OutputPiece struct {
 	// times join up exactly.
 	End  int64  `db:"stored_end"`
 	Data []byte `db:"data"`
+	// Omitted bytes were dropped from the middle of the stream past the
+	// output cap, at position OmittedAt of the stored bytes.
+	Omitted   int64 `db:"omitted"`
+	OmittedAt int64 `db:"omitted_at"`
 }
 
 // readOutputSQL reads up to $4 bytes of stream $2 of command $1 from byte
@@ -36,7 +40,7 @@ type OutputPiece struct {
 // transaction that changed the status, so one statement sees one or the
 // other, never neither). %s is the column.
 const readOutputSQL = `
-	SELECT c.requested_by, c.status,
+	SELECT c.requested_by, c.status, c.%[1]s_omitted AS omitted, c.%[1]s_omitted_at AS omitted_at,
 		CASE WHEN c.status IN ('queued','running') THEN
 			coalesce((SELECT k.off + length(k.data) FROM command_chunks k
 				WHERE k.command_id = c.id AND k.stream = $2 ORDER BY k.off DESC LIMIT 1), 0)

@@ -25,7 +25,7 @@ func (f *fixture) readAll(id string, stream int) OutputPiece {
 		if err != nil {
 			f.t.Fatalf("read output of %s from %d: %v", id, off, err)
 		}
-		all.RequestedBy, all.Status, all.End = p.RequestedBy, p.Status, p.End
+		all.RequestedBy, all.Status, all.End, all.Omitted, all.OmittedAt = p.RequestedBy, p.Status, p.End, p.Omitted, p.OmittedAt
 		all.Data = append(all.Data, p.Data...)
 		off += int64(len(p.Data))
 		if len(p.Data) == 0 || off >= p.End {
@@ -173,5 +173,49 @@ func TestHeartbeatNotifiesFollowers(t *testing.T) {
 	hb(chunk("stderr", 0, "y"))
 	if got := next(); got != c.ID {
 		t.Fatalf("notification payload %q after stderr, want %s", got, c.ID)
+	}
+}
+
+// TestHeartbeatSkipKeepsHeadAndTail: a chunk marked Skip past the stored end
+// leaves the bytes in between out (counted, with where they were), and is
+// stored right after the head, so the stored bytes read as head then tail.
+func TestHeartbeatSkipKeepsHeadAndTail(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.running()
+	const cap = 10
+	hb := func(chunks ...shared.Chunk) (shared.Offsets, error) {
+		off, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, cap)
+		return off, err
+	}
+	if _, err := hb(chunk("stdout", 0, "HEAD!")); err != nil {
+		t.Fatal(err)
+	}
+	var gap *GapError
+	if _, err := hb(chunk("stdout", 100, "tail")); !errors.As(err, &gap) {
+		t.Fatalf("a chunk past the end without Skip: %v, want a gap", err)
+	}
+	skip := shared.Chunk{Stream: "stdout", Offset: 100, Data: []byte("tail"), Skip: true}
+	for range 2 { // the second is a retry
+		if off, err := hb(skip); err != nil || off.Stdout != 104 {
+			t.Fatalf("skip: %v %v", off, err)
+		}
+	}
+	if _, err := hb(shared.Chunk{Stream: "stdout", Offset: 200, Data: []byte("x"), Skip: true}); !errors.As(err, &gap) {
+		t.Fatalf("a second skip: %v, want a gap", err)
+	}
+	got := f.get(c.ID)
+	if got.StdoutLen != 104 || got.StdoutOmitted != 95 || got.StdoutOmittedAt != 5 || !got.StdoutTruncated {
+		t.Fatalf("stream state: len %d omitted %d at %d truncated %v", got.StdoutLen, got.StdoutOmitted, got.StdoutOmittedAt, got.StdoutTruncated)
+	}
+	if p := f.readAll(c.ID, streamStdout); string(p.Data) != "HEAD!tail" || p.Omitted != 95 || p.OmittedAt != 5 {
+		t.Fatalf("stored bytes %q, omitted %d at %d", p.Data, p.Omitted, p.OmittedAt)
+	}
+	// Past the cap even the tail is only counted.
+	if off, err := hb(chunk("stdout", 104, "0123456789")); err != nil || off.Stdout != 114 {
+		t.Fatalf("past the cap: %v %v", off, err)
+	}
+	if p := f.readAll(c.ID, streamStdout); string(p.Data) != "HEAD!tail0" || p.Omitted != 104 {
+		t.Fatalf("past the cap: stored %q, omitted %d", p.Data, p.Omitted)
 	}
 }

@@ -115,7 +115,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.Duration(&cfg.MaxWait, "longpoll-max-wait", "EXECQ_LONGPOLL_MAX_WAIT", "longest long-poll wait")
 	f.Duration(&cfg.SafetyPoll, "safety-poll", "EXECQ_SAFETY_POLL", "re-scan interval of parked polls without notification")
 	f.Duration(&cfg.ReapInterval, "reap-interval", "EXECQ_REAP_INTERVAL", "reaper interval")
-	f.Int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream")
+	f.Int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream: past it its head and tail are kept, the middle dropped")
+	f.Int64(&cfg.OutputTail, "output-tail-bytes", "EXECQ_OUTPUT_TAIL_BYTES", "part of the cap kept from a stream's end (0 = half)")
 	f.Duration(&cfg.AuthCacheTTL, "auth-cache-ttl", "EXECQ_AUTH_CACHE_TTL", "how long a verified token is reused without a database lookup (0 = off)")
 	f.Duration(&cfg.ShutdownGrace, "shutdown-grace", "EXECQ_SHUTDOWN_GRACE", "time in-flight requests get at stop")
 	if err := parse(f, args); err != nil {

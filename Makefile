@@ -34,8 +34,10 @@ test: ## run the whole suite (race detector) against the dev PostgreSQL and real
 bench: ## run the benchmarks (scripts/bench.sh; BENCH=regexp BENCHTIME=5s to narrow)
 	scripts/bench.sh
 
-run: ## bring up the whole local stack (PostgreSQL, coordinator, agent, demo containers) and show a command going through it
-	scripts/run.sh
+# ONCE=1: stop after the demo command, exit non-zero unless it succeeded (the
+# default when stdin is not a terminal); ONCE=0: stay up even then.
+run: ## bring up the whole local stack (PostgreSQL, coordinator, agent, demo containers) and show a command going through it; ONCE=1 to stop after it
+	$(if $(ONCE),EXECQ_RUN_ONCE=$(ONCE) )scripts/run.sh
 
 # .dev holds container root filesystems and PostgreSQL data: never Go sources.
 GOFILES = $$(find . \( -path ./.dev -o -path ./.git \) -prune -o -name '*.go' -print)
@@ -57,7 +59,7 @@ db-stop: ## stop the dev PostgreSQL cluster (data is kept)
 db-status: ## say whether the dev PostgreSQL cluster runs
 	$(DEVDB) status
 
-db-psql: ## open psql on the dev PostgreSQL cluster
+db-psql: ## open psql on the dev cluster's execq database (the one make run uses)
 	$(DEVDB) psql
 
 clean: ## remove built binaries and the Go test cache

@@ -8,7 +8,8 @@
 #   scripts/devdb.sh status   say whether it runs; exit 0 if it does, 3 if not
 #   scripts/devdb.sh url      print the admin connection URL
 #   scripts/devdb.sh dir      print the data area (data/, run/, log)
-#   scripts/devdb.sh psql ... run psql against it with the given arguments
+#   scripts/devdb.sh psql ... run psql on its execq database (postgres until make
+#                             run creates execq); -d DB or a DB argument wins
 #   scripts/devdb.sh destroy  stop it and delete all its data
 #
 # Environment:
@@ -236,11 +237,20 @@ cmd_status() {
 	return 3
 }
 
+# cmd_psql opens the product's database, execq (created by `make run`), or
+# postgres while execq does not exist yet. The connection is given through
+# libpq's variables rather than a -d URL, so that arguments win: `psql -d
+# other` or a database name keeps this cluster's host, port and user.
 cmd_psql() {
-	local bin
+	local bin db=execq
 	bin="$(pg_bin)"
 	[[ -n $bin ]] || die "PostgreSQL is not installed; run: $0 start"
-	exec "$bin/psql" -X -d "$URL" "$@"
+	export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER=postgres PGSSLMODE=disable
+	if [[ -z "$("$bin/psql" -XAtq -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'execq'" 2>/dev/null || true)" ]]; then
+		db=postgres
+		if [[ -t 0 ]]; then log "database execq does not exist yet (make run creates it); opening postgres"; fi
+	fi
+	PGDATABASE="$db" exec "$bin/psql" -X "$@"
 }
 
 cmd_destroy() {

@@ -64,6 +64,12 @@ type LeaseResponse struct {
 	// timing so operators configure it in one place.
 	LeaseTTLMillis  int `json:"lease_ttl_ms"`
 	HeartbeatMillis int `json:"heartbeat_interval_ms"`
+	// OutputCapBytes is how many bytes per stream the coordinator keeps; 0
+	// means it did not say. Past the cap bytes are only counted, and the
+	// stream is marked truncated once one byte past the cap arrives, so
+	// an agent may stop sending a stream after its first cap+1 bytes and
+	// report the lengths it sent.
+	OutputCapBytes int64 `json:"output_cap_bytes,omitempty"`
 }
 
 // LeasedCommand is a command leased to the calling node. Attempt identifies
@@ -76,6 +82,11 @@ type LeasedCommand struct {
 	Args           []string  `json:"args"`
 	Attempt        int       `json:"attempt"`
 	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+	// TimeoutSeconds (0: none) is how long the program may run from its
+	// start; past it the agent stops it, SIGTERM then SIGKILL after
+	// GraceSeconds, and finishes with EndReason "timed_out".
+	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
+	GraceSeconds   int `json:"grace_seconds,omitempty"`
 }
 
 // StartRequest is the body of POST /agent/v1/commands/{id}/start. A 200
@@ -139,9 +150,11 @@ type Offsets struct {
 type HeartbeatResponse struct {
 	Offsets
 	LeaseExpiresAt time.Time `json:"lease_expires_at"`
-	// Cancel asks the agent to stop the command (reserved for cancel of
-	// running commands; always false today).
-	Cancel bool `json:"cancel"`
+	// Cancel asks the agent to stop the command: an operator cancelled it.
+	// SIGTERM, then SIGKILL after CancelGraceSeconds. The control long-poll
+	// (AgentPathControl) usually tells the agent first; this is the backstop.
+	Cancel             bool `json:"cancel"`
+	CancelGraceSeconds int  `json:"cancel_grace_seconds,omitempty"`
 }
 
 // FinishRequest is the body of POST /agent/v1/commands/{id}/finish. It may
@@ -158,6 +171,13 @@ type FinishRequest struct {
 	// Error is set instead when the program could not be run or was ended
 	// by the agent; it is appended to stderr as an execq line.
 	Error string `json:"error,omitempty"`
+	// EndReason is set when the agent ended the program on the
+	// coordinator's behalf: EndCancelled or EndTimedOut. The coordinator
+	// then writes the execq line itself. Signal names the signal execq sent
+	// that ended the program ("SIGTERM", "SIGKILL"; empty when it never
+	// ran or exited on its own first).
+	EndReason EndReason `json:"end_reason,omitempty"`
+	Signal    string    `json:"signal,omitempty"`
 }
 
 // MaxFinishErrorBytes bounds FinishRequest.Error; the coordinator refuses

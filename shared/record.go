@@ -51,6 +51,10 @@ type CommandExecutionRecord struct {
 	// stream (so far, while it runs), including any dropped past the cap.
 	StdoutBytes int64 `json:"stdout_bytes"`
 	StderrBytes int64 `json:"stderr_bytes"`
+
+	// Control fields (see control.go): the limits the command runs under,
+	// why it ended, and a cancel request if one was made.
+	ControlFields
 }
 
 // OmittedMarker is the line the record shows where n bytes were dropped
@@ -61,6 +65,11 @@ func OmittedMarker(n int64) string { return fmt.Sprintf("\n[execq: %d bytes omit
 type SubmitRequest struct {
 	Program string   `json:"program"`
 	Args    []string `json:"args"`
+	// TimeoutSeconds bounds the run from its start; QueueTimeoutSeconds
+	// bounds the wait for an agent to start it. Absent: the coordinator's
+	// defaults.
+	TimeoutSeconds      Seconds `json:"timeout_seconds,omitzero"`
+	QueueTimeoutSeconds Seconds `json:"queue_timeout_seconds,omitzero"`
 }
 
 // ContainerInfo is one container as reported by an agent and listed by

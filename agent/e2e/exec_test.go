@@ -108,3 +108,31 @@ func deref(p *int) any {
 	}
 	return *p
 }
+
+// TestHealthyRunLogsNoWarning: on a healthy stack, commands whose output is
+// still being uploaded when they exit succeed without the agent logging a
+// warning. (A heartbeat the agent cut short itself because the program
+// ended is not a failed heartbeat.)
+func TestHealthyRunLogsNoWarning(t *testing.T) {
+	t.Parallel()
+	// A TTL long enough that a busy test machine makes no call time out.
+	s := newStack(t, stackOptions{leaseTTL: 15 * time.Second, heartbeat: time.Second})
+	c := s.container()
+	a := s.startAgent("--concurrency", "4", "--chunk-bytes", "1024")
+	s.waitReported(c)
+
+	var ids []string
+	for range 12 {
+		ids = append(ids, s.submit(c.ID, "seq", "1", "20000").ID)
+	}
+	for _, id := range ids {
+		if got := s.wait(id, 2*time.Minute); got.Status != shared.StatusSucceeded || len(got.Stdout) != 108894 {
+			t.Fatalf("status %s, %d stdout bytes, stderr %q", got.Status, len(got.Stdout), got.Stderr)
+		}
+	}
+	for _, line := range strings.Split(a.out.String(), "\n") {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			t.Errorf("healthy run logged: %s", line)
+		}
+	}
+}

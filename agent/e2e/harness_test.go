@@ -147,6 +147,9 @@ func (p *proc) wantCleanExit(when string) {
 type stackOptions struct {
 	leaseTTL  time.Duration
 	heartbeat time.Duration
+	// outputCap is the bytes kept per stream (0: the coordinator's default).
+	outputCap int64
+	env       []string // extra EXECQ_* settings for the coordinator
 }
 
 // stack is a coordinator on its own database, a user and a node identity,
@@ -160,7 +163,11 @@ type stack struct {
 	userToken string
 	nodeToken string
 	runcRoot  string
-	client    *http.Client
+	// workDir is the agents' --work-dir. Each stack has its own, so one
+	// test's agent never takes another test's programs for orphans left by
+	// a dead agent of its own host.
+	workDir string
+	client  *http.Client
 }
 
 func newStack(t testing.TB, opt stackOptions) *stack {
@@ -172,7 +179,7 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 		opt.heartbeat = opt.leaseTTL / 3
 	}
 	s := &stack{t: t, dbURL: testpg.New(t), addr: freeAddr(t), runcRoot: runctest.NewRoot(t),
-		client: &http.Client{Timeout: 60 * time.Second}}
+		workDir: t.TempDir(), client: &http.Client{Timeout: 60 * time.Second}}
 	s.coordEnv = []string{
 		"EXECQ_DATABASE_URL=" + s.dbURL,
 		"EXECQ_LISTEN=" + s.addr,
@@ -181,6 +188,10 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 		"EXECQ_REAP_INTERVAL=200ms",
 		"EXECQ_SAFETY_POLL=1s",
 	}
+	if opt.outputCap > 0 {
+		s.coordEnv = append(s.coordEnv, fmt.Sprintf("EXECQ_OUTPUT_CAP_BYTES=%d", opt.outputCap))
+	}
+	s.coordEnv = append(s.coordEnv, opt.env...)
 	s.startCoordinator()
 	var user struct{ Token string }
 	var node struct{ Token string }
@@ -233,7 +244,14 @@ func (s *stack) startCoordinator() {
 // startAgent starts an agent for the stack's node with extra flags.
 func (s *stack) startAgent(extra ...string) *proc {
 	s.t.Helper()
-	args := append([]string{"--coordinator", "http://" + s.addr, "--runc-root", s.runcRoot}, extra...)
+	return s.startAgentAt("http://"+s.addr, extra...)
+}
+
+// startAgentAt starts an agent that reaches the coordinator at coordURL (a
+// proxy in front of it).
+func (s *stack) startAgentAt(coordURL string, extra ...string) *proc {
+	s.t.Helper()
+	args := append([]string{"--coordinator", coordURL, "--runc-root", s.runcRoot, "--work-dir", s.workDir}, extra...)
 	return startProc(s.t, "execq-agent", []string{"EXECQ_AGENT_TOKEN=" + s.nodeToken}, args...)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	"testing"
 	"time"
 
@@ -64,5 +65,33 @@ func TestBinaryOutputExact(t *testing.T) {
 	}
 	if got.Stdout == "" {
 		t.Fatal("record stdout is empty for a finished command with output")
+	}
+}
+
+// TestOutputPastCapNotUploaded: the coordinator keeps 64 KiB per stream and
+// tells the agent so in the lease. A command writing 8 MiB is recorded
+// truncated with the first 64 KiB, and the agent uploads no more than the
+// cap and one chunk: what the coordinator would throw away never crosses the
+// network.
+func TestOutputPastCapNotUploaded(t *testing.T) {
+	t.Parallel()
+	const outputCap, chunk = 64 << 10, 16 << 10
+	s := newStack(t, stackOptions{outputCap: outputCap})
+	p := newFaultProxy(t, s.url(""))
+	c := s.container()
+	s.startAgentAt(p.URL(), "--chunk-bytes", fmt.Sprint(chunk))
+	s.waitReported(c)
+
+	rec := s.submit(c.ID, "sh", "-c", "head -c 8388608 /dev/zero; echo fine >&2")
+	got := s.wait(rec.ID, 2*time.Minute)
+	if got.Status != shared.StatusSucceeded || !got.StdoutTruncated || got.StderrTruncated || got.Stderr != "fine\n" {
+		t.Fatalf("status %s stdout_truncated %v stderr_truncated %v stderr %q; want succeeded, stdout truncated",
+			got.Status, got.StdoutTruncated, got.StderrTruncated, got.Stderr)
+	}
+	if out := s.output(rec.ID, "stdout"); !bytes.Equal(out, make([]byte, outputCap)) {
+		t.Fatalf("stored stdout is %d bytes, want the first %d", len(out), outputCap)
+	}
+	if sent := p.outputBytes.Load(); sent > outputCap+chunk {
+		t.Fatalf("agent uploaded %d output bytes for a %d-byte cap (chunks of %d)", sent, outputCap, chunk)
 	}
 }

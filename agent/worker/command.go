@@ -23,9 +23,16 @@ type session struct {
 	cmd shared.LeasedCommand
 	log *slog.Logger
 	hb  time.Duration // heartbeat interval the coordinator asked for
-	out *output
+	ttl time.Duration // lease TTL the coordinator announced
+	// sendLimit is the bytes per stream worth sending: the coordinator's
+	// output cap and one byte to mark the stream truncated (0: all).
+	sendLimit int64
+	out       *output
 
-	lastRenew atomic.Int64 // unix nanos of the last accepted heartbeat or start
+	// lastRenew is when the last accepted heartbeat or start was sent, in
+	// unix nanos. The coordinator renewed the lease after it received the
+	// request, so the lease runs at least until lastRenew + ttl.
+	lastRenew atomic.Int64
 	failures  atomic.Int64 // coordinator calls failed in a row, for quieter logs
 	reported  atomic.Bool  // finish was accepted: later answers do not matter
 	finishing atomic.Bool  // the program ended; finish is being sent
@@ -33,28 +40,43 @@ type session struct {
 	mu         sync.Mutex
 	stopReason string // set once by stop; the Error reported
 	stopResult string
+	ctl        stopControl   // set with stopReason by stopFor (control.go)
 	stopCh     chan struct{} // closed by stop: end the program
 	lostCh     chan struct{} // closed when the lease is gone: end it, report nothing
 	lostOnce   sync.Once
 	quit       chan struct{} // closed when the session ends: stop the keeper
 }
 
-func (w *Worker) newSession(cmd shared.LeasedCommand, hbMillis int, log *slog.Logger) *session {
-	hb := time.Duration(hbMillis) * time.Millisecond
+func (w *Worker) newSession(cmd shared.LeasedCommand, lease *shared.LeaseResponse, log *slog.Logger) *session {
+	hb := time.Duration(lease.HeartbeatMillis) * time.Millisecond
 	if hb <= 0 {
 		hb = w.cfg.DefaultHeartbeat
 	}
 	// A coordinator asking for more than one heartbeat per 100ms is
 	// misconfigured; do not let it turn the agent into a load generator.
 	hb = max(hb, 100*time.Millisecond)
+	// Without an announced TTL assume the coordinator's usual three
+	// heartbeats; a TTL shorter than the interval leaves nothing to bound
+	// a call by, so it is raised to it.
+	ttl := time.Duration(lease.LeaseTTLMillis) * time.Millisecond
+	if ttl <= 0 {
+		ttl = 3 * hb
+	}
+	ttl = max(ttl, hb)
+	var sendLimit int64
+	if lease.OutputCapBytes > 0 {
+		sendLimit = lease.OutputCapBytes + 1
+	}
 	return &session{
-		w:      w,
-		cmd:    cmd,
-		log:    log,
-		hb:     hb,
-		stopCh: make(chan struct{}),
-		lostCh: make(chan struct{}),
-		quit:   make(chan struct{}),
+		w:         w,
+		cmd:       cmd,
+		log:       log,
+		hb:        hb,
+		ttl:       ttl,
+		sendLimit: sendLimit,
+		stopCh:    make(chan struct{}),
+		lostCh:    make(chan struct{}),
+		quit:      make(chan struct{}),
 	}
 }
 
@@ -90,6 +112,18 @@ func (s *session) lose(err error) {
 	})
 }
 
+// fence stops the program of a lease the agent could not renew for its TTL:
+// the coordinator counts the command lost and records it failed, so it must
+// not go on changing the container unseen — whether or not the coordinator
+// can be told. Like a lost lease, it is not reported.
+func (s *session) fence() {
+	s.lostOnce.Do(func() {
+		s.log.Error("lease not renewed for its TTL: the coordinator counts the command lost; stopping it without waiting to hear so",
+			"ttl", s.ttl.String(), "last_renewed", s.renewedAt().UTC())
+		close(s.lostCh)
+	})
+}
+
 func (s *session) isLost() bool {
 	select {
 	case <-s.lostCh:
@@ -107,6 +141,7 @@ func (s *session) run() {
 	w := s.w
 
 	// At most once: execute only after the coordinator said yes.
+	sent := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
 	_, err := w.coord.Start(startCtx, s.cmd.ID, s.cmd.Attempt)
 	cancel()
@@ -125,11 +160,13 @@ func (s *session) run() {
 		s.log.Log(context.Background(), level, "start not confirmed; command dropped without running", "error", err)
 		return
 	}
-	s.renewed()
+	s.renewed(sent)
+	defer w.ctl.register(s)()
+	defer s.armTimeout()()
 	w.metrics.CommandsRunning.Inc()
 	defer w.metrics.CommandsRunning.Dec()
 
-	s.out = newOutput(w.cfg.MaxBufferBytes, int64(w.cfg.ChunkBytes), func(stream, n int) {
+	s.out = newOutput(w.cfg.MaxBufferBytes, int64(w.cfg.ChunkBytes), s.sendLimit, func(stream, n int) {
 		w.metrics.OutputBytes.WithLabelValues(streamNames[stream]).Add(float64(n))
 	})
 	go s.keep()
@@ -151,8 +188,8 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 	w := s.w
 	fin := shared.FinishRequest{Attempt: s.cmd.Attempt}
 	if reason, result := s.stopped(); reason != "" {
-		// Stopped between start and exec (shutdown): never ran.
-		fin.Error = reason
+		// Stopped between start and exec (shutdown, cancel): never ran.
+		s.stoppedFinish(&fin, reason, runc.Result{}, errNotExecuted)
 		return fin, result
 	}
 	s.log.Info("executing command", "program", s.cmd.Program, "args", len(s.cmd.Args))
@@ -176,11 +213,10 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 		return fin, metrics.ResultUnknown
 	}
 
-	sendDone := make(chan struct{})
-	senderCtx, stopSender := context.WithCancel(ctx)
+	sendDone, stopSender := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sendDone)
-		s.stream(senderCtx)
+		s.stream(ctx, stopSender)
 	}()
 
 	type waited struct {
@@ -202,7 +238,7 @@ wait:
 			break wait
 		case <-stopCh:
 			stopCh = nil
-			go proc.Stop(w.cfg.KillAfter)
+			go s.terminate(proc)
 		case <-lostCh:
 			lostCh = nil
 			// Not ours any more: drop the output so the program is
@@ -218,14 +254,17 @@ wait:
 			go proc.Stop(w.cfg.KillAfter)
 		}
 	}
-	stopSender()
+	// The sender ends after the request it has in flight, if any: that
+	// request carries output the finish needs, and cutting it short would
+	// only make it fail and be sent again.
+	close(stopSender)
 	<-sendDone
 	w.metrics.ExecDuration.Observe(time.Since(began).Seconds())
 
 	var ee *runc.ExecError
 	switch reason, result := s.stopped(); {
 	case reason != "":
-		fin.Error = reason
+		s.stoppedFinish(&fin, reason, wr.res, wr.err)
 		return fin, result
 	case errors.As(wr.err, &ee):
 		fin.Error = wr.err.Error()
@@ -247,22 +286,44 @@ wait:
 
 // stream sends buffered output at least every flush interval while there is
 // any, at once when a full chunk is waiting, back to back while there is a
-// backlog, until ctx is done. The lease itself is kept alive by keep, so a
-// slow upload never starves it.
-func (s *session) stream(ctx context.Context) {
+// backlog, until stop is closed (the program ended: finish sends the rest)
+// or ctx is done. The lease itself is kept alive by keep, so a slow upload
+// never starves it.
+func (s *session) stream(ctx context.Context, stop <-chan struct{}) {
+	// A lost lease cuts the request in flight short: its output is
+	// abandoned, and the session should not wait for it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.lostCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	flush := min(s.w.cfg.FlushInterval, s.hb)
 	t := time.NewTicker(flush)
 	defer t.Stop()
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.lostCh:
 			return
+		case <-stop:
+			return
 		case <-t.C:
 		case <-s.out.ready:
 		}
-		for ctx.Err() == nil && !s.isLost() && s.out.pendingBytes() > 0 {
+		for ctx.Err() == nil && !s.isLost() && !stopped() && s.out.pendingBytes() > 0 {
 			chunks, _ := s.out.pending(s.w.cfg.ChunkBytes)
 			before := s.out.ackedBytes()
 			if !s.heartbeat(ctx, chunks, false) || s.out.ackedBytes() == before {
@@ -274,19 +335,30 @@ func (s *session) stream(ctx context.Context) {
 
 // keep sends an empty heartbeat whenever no heartbeat was accepted for an
 // interval, so the lease is renewed on its own schedule while the command is
-// silent or while a large chunk is on its way.
+// silent or while a large chunk is on its way. A call that fails or hangs is
+// abandoned in time to try again before the lease runs out. Should the lease
+// run out all the same while the program runs, it fences the command.
 func (s *session) keep() {
 	ctx := s.w.reportCtx
 	for {
-		wait := time.Until(time.Unix(0, s.lastRenew.Load()).Add(s.hb))
+		// Once the program has ended there is nothing to stop: the
+		// finish goes on and its answer decides.
+		if time.Since(s.renewedAt()) >= s.ttl && !s.finishing.Load() {
+			s.fence()
+			return
+		}
+		wait := time.Until(s.renewedAt().Add(s.hb))
 		if wait <= 0 {
 			if s.heartbeat(ctx, nil, true) {
 				continue
 			}
 			// Failed (the client already retried): try again soon, but
 			// do not hammer a coordinator that is down.
-			wait = min(s.hb, time.Second) + rand.N(500*time.Millisecond)
+			pause := min(s.hb, time.Second, s.ttl/10)
+			wait = pause + rand.N(pause/2+1)
 		}
+		// Wake at the expiry too, to fence on time.
+		wait = max(min(wait, time.Until(s.renewedAt().Add(s.ttl))), time.Millisecond)
 		t := time.NewTimer(wait)
 		select {
 		case <-s.quit:
@@ -303,22 +375,63 @@ func (s *session) keep() {
 	}
 }
 
-func (s *session) renewed() { s.lastRenew.Store(time.Now().UnixNano()) }
+// renewed records that a request sent at sent renewed the lease. Answers can
+// arrive out of order; the latest send wins.
+func (s *session) renewed(sent time.Time) {
+	for {
+		old := s.lastRenew.Load()
+		if sent.UnixNano() <= old || s.lastRenew.CompareAndSwap(old, sent.UnixNano()) {
+			return
+		}
+	}
+}
 
-// callTimeout bounds one heartbeat/finish call, retries included, so a
-// stuck request is abandoned and repeated well within the lease.
-func (s *session) callTimeout() time.Duration { return 2*s.hb + 20*time.Second }
+func (s *session) renewedAt() time.Time { return time.Unix(0, s.lastRenew.Load()) }
+
+// callTimeout bounds one start or keeper heartbeat, the client's own retries
+// included: a third of the lease TTL, so a call the network swallowed is
+// abandoned and repeated while the lease still holds. (The coordinator's
+// default heartbeat interval is a third of its TTL too.)
+func (s *session) callTimeout() time.Duration { return max(s.ttl/3, 100*time.Millisecond) }
+
+// transferTimeout bounds a heartbeat carrying output and a finish. Their time
+// on the coordinator grows with the output (a finish folds every stored
+// chunk into the record: seconds for hundreds of MiB), so a third of the TTL
+// could cut every attempt short. The lease does not wait on them: the keeper
+// renews it meanwhile with its own short calls.
+func (s *session) transferTimeout() time.Duration {
+	return max(2*s.hb+20*time.Second, s.callTimeout())
+}
+
+// callContext bounds a call that renews the lease: callTimeout, and never
+// past the moment the lease runs out, when no answer can help any more.
+func (s *session) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	now := time.Now()
+	deadline := now.Add(s.callTimeout())
+	// A little past the expiry, so an answer already on its way (the
+	// coordinator's clock decides) is not thrown away. Once the lease has
+	// run out by this clock a call still gets its full time: only the
+	// coordinator's answer tells whether the lease is really gone.
+	if expiry := s.renewedAt().Add(s.ttl + s.ttl/10); s.lastRenew.Load() != 0 && expiry.After(now) && expiry.Before(deadline) {
+		deadline = expiry
+	}
+	return context.WithDeadline(ctx, deadline)
+}
 
 // heartbeat sends chunks (possibly none) and applies the answer. It reports
 // whether the coordinator took the request. A keeper heartbeat refused while
 // the finish is on its way is not taken as a lost lease: it may simply have
 // arrived after the finish, and the finish's own answer decides.
 func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper bool) bool {
-	callCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	sent := time.Now()
+	callCtx, cancel := context.WithTimeout(ctx, s.transferTimeout())
+	if keeper {
+		callCtx, cancel = s.callContext(ctx)
+	}
 	defer cancel()
 	resp, err := s.w.coord.Heartbeat(callCtx, s.cmd.ID, shared.HeartbeatRequest{Attempt: s.cmd.Attempt, Chunks: chunks})
 	if err == nil {
-		s.renewed()
+		s.renewed(sent)
 		if n := s.failures.Swap(0); n > 0 {
 			s.log.Info("coordinator reachable again", "failed_calls", n)
 		}
@@ -326,7 +439,7 @@ func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper b
 			s.log.Error("inconsistent acknowledgement", "error", err)
 		}
 		if resp.Cancel {
-			s.stop("the agent stopped the command because it was cancelled", metrics.ResultStopped)
+			s.stopFor(shared.EndCancelled, time.Duration(resp.CancelGraceSeconds)*time.Second, "cancelled")
 		}
 		return true
 	}
@@ -339,6 +452,9 @@ func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper b
 // handleError applies a refused or failed heartbeat/finish. It returns true
 // when the request should be repeated at once (output_gap, offsets applied).
 func (s *session) handleError(op string, err error) bool {
+	if s.isLost() {
+		return false // nothing about this lease matters any more
+	}
 	if off, ok := client.GapOffsets(err); ok {
 		if rerr := s.out.resendFrom(off); rerr != nil {
 			s.log.Error("cannot resend output the coordinator no longer has", "error", rerr,
@@ -388,7 +504,7 @@ func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 			fin.Chunks = chunks
 			fin.StdoutLength, fin.StderrLength = s.out.totals()
 			fin.Error = finishError(fin.Error)
-			callCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
+			callCtx, cancel := context.WithTimeout(ctx, s.transferTimeout())
 			resp, err := s.w.coord.Finish(callCtx, s.cmd.ID, fin)
 			cancel()
 			if err == nil {
@@ -399,6 +515,9 @@ func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 				}
 				if fin.Error != "" {
 					attrs = append(attrs, "error", fin.Error)
+				}
+				if n := s.out.dropped(); n > 0 {
+					attrs = append(attrs, "bytes_past_output_cap", n)
 				}
 				s.log.Info("command reported", attrs...)
 				return true

@@ -28,7 +28,13 @@
 // byte offsets, back to back while there is a backlog. A separate keeper
 // sends an empty heartbeat whenever none was accepted for a heartbeat
 // interval, so the lease is renewed on schedule while the command is silent
-// or a large chunk is uploading. Every answer carries the coordinator's
+// or a large chunk is uploading. The start and the keeper's heartbeats are
+// bounded by a third of the lease TTL the coordinator announced in the lease
+// answer (and never outlive the lease itself), so a call the network
+// swallowed is abandoned and repeated while the lease still holds. Output
+// heartbeats and the finish get longer (their work grows with the output);
+// the keeper renews the lease meanwhile. Every answer carries the
+// coordinator's
 // stored offsets; bytes are dropped only when acknowledged, and a 409
 // output_gap rewinds to the offsets given. When the program ends, the rest
 // goes out (in heartbeats if it is more than one chunk) and then finish,
@@ -47,7 +53,20 @@
 // Running commands go on; their output is buffered up to MaxBufferBytes per
 // command and then the program is blocked on its pipe (back-pressure; no
 // byte is dropped). If the outage outlasts the lease TTL the coordinator
-// reaps the command and the first answer after the outage is lease_lost.
+// reaps the command as lost, so the agent fences itself: a running command
+// whose lease it has not renewed for the TTL is stopped (SIGTERM, then
+// SIGKILL after KillAfter, as at shutdown) and not reported, without
+// waiting for the coordinator to say lease_lost.
+//
+// # Memory
+//
+// Output is held in 64 KiB blocks that are reused once acknowledged, plus
+// one chunk of scratch to build a request in: per running command at most
+// MaxBufferBytes + 4 blocks + ChunkBytes, however much the program writes.
+// Bytes past the coordinator's output cap (told in the lease answer) are
+// counted and dropped, never buffered or sent: only a stream's first cap+1
+// bytes go out (the extra byte marks it truncated), and finish reports the
+// lengths sent.
 //
 // # Shutdown
 //

@@ -16,6 +16,9 @@ const (
 
 var streamNames = [2]string{shared.StreamStdout, shared.StreamStderr}
 
+// blockSize is the unit output is buffered in.
+const blockSize = 64 << 10
+
 // errOutputLost means the coordinator asked for bytes it had already
 // acknowledged: they were dropped from the buffer and cannot be resent.
 var errOutputLost = errors.New("coordinator asked to resend output it had acknowledged")
@@ -25,16 +28,32 @@ var errOutputLost = errors.New("coordinator asked to resend output it had acknow
 // request can be repeated from the acknowledged offsets: the coordinator
 // ignores what it already has and nothing is appended twice or lost.
 //
+// Past sendLimit bytes of a stream (the coordinator's output cap plus the
+// one byte that tells it the stream was truncated) bytes are counted and
+// dropped at once: the coordinator would only throw them away.
+//
 // It is bounded: when limit bytes are waiting for acknowledgement, writes
 // block — and so does the program, on its pipe — until an acknowledgement
 // frees room. That is the back-pressure that keeps a coordinator outage from
 // costing either memory or bytes.
+//
+// The bytes live in fixed-size blocks that are filled once, dropped whole
+// when acknowledged and reused, so the memory held stays within limit plus
+// two blocks per stream and one chunk of scratch however much output passes
+// through. (A single growing slice, trimmed at the front on every
+// acknowledgement, reallocated and copied on every refill and kept several
+// generations of itself alive: hundreds of MiB for a 64 MiB limit.)
 type output struct {
 	mu        sync.Mutex
 	room      *sync.Cond // signalled when bytes are acknowledged or abandoned
 	limit     int64
+	sendLimit int64 // bytes per stream worth sending; 0: all
+	block     int   // size of a block: blockSize, or limit if smaller
 	streams   [2]streamBuf
-	buffered  int64 // len(streams[0].data) + len(streams[1].data)
+	buffered  int64    // bytes in both streams
+	free      [][]byte // acknowledged blocks, ready for reuse
+	allocated int      // blocks ever made (tests check the bound)
+	scratch   []byte   // the chunks pending returns are copied into
 	abandoned bool
 	// onWrite is told how many bytes each stream captured (metrics).
 	onWrite func(stream int, n int)
@@ -45,14 +64,23 @@ type output struct {
 }
 
 type streamBuf struct {
-	base int64  // acknowledged end: data[0] is the byte at this offset
-	data []byte // captured, not yet acknowledged
+	base int64 // acknowledged end: the first buffered byte is at this offset
+	// blocks hold the buffered bytes: blocks[0][head:], then the others
+	// whole. Every block but the last is full.
+	blocks  [][]byte
+	head    int
+	n       int64 // buffered bytes
+	dropped int64 // captured past sendLimit: counted, never sent
 }
 
 // newOutput returns a buffer of limit bytes that signals ready once
-// readyMark bytes wait.
-func newOutput(limit, readyMark int64, onWrite func(stream, n int)) *output {
-	o := &output{limit: limit, onWrite: onWrite, ready: make(chan struct{}, 1), readyMark: min(readyMark, limit)}
+// readyMark bytes wait, and keeps at most sendLimit bytes of each stream
+// (0: no such limit).
+func newOutput(limit, readyMark, sendLimit int64, onWrite func(stream, n int)) *output {
+	o := &output{
+		limit: limit, sendLimit: sendLimit, block: int(min(blockSize, limit)),
+		onWrite: onWrite, ready: make(chan struct{}, 1), readyMark: min(readyMark, limit),
+	}
 	o.room = sync.NewCond(&o.mu)
 	return o
 }
@@ -76,6 +104,14 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	s := &o.streams[w.stream]
+	if o.sendLimit > 0 {
+		room := max(o.sendLimit-s.base-s.n, 0)
+		if int64(len(p)) > room {
+			s.dropped += int64(len(p)) - room
+			p = p[:room]
+		}
+	}
 	for len(p) > 0 {
 		for !o.abandoned && o.buffered >= o.limit {
 			o.signalReady()
@@ -85,15 +121,76 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 			return n, nil
 		}
 		k := min(int64(len(p)), o.limit-o.buffered)
-		s := &o.streams[w.stream]
-		s.data = append(s.data, p[:k]...)
-		o.buffered += k
+		o.append(s, p[:k])
 		p = p[k:]
 	}
 	if o.buffered >= o.readyMark {
 		o.signalReady()
 	}
 	return n, nil
+}
+
+// append copies p into s's blocks, taking new ones as the last fills up.
+func (o *output) append(s *streamBuf, p []byte) {
+	o.buffered += int64(len(p))
+	s.n += int64(len(p))
+	for len(p) > 0 {
+		last := len(s.blocks) - 1
+		if last < 0 || len(s.blocks[last]) == cap(s.blocks[last]) {
+			s.blocks = append(s.blocks, o.newBlock())
+			last++
+		}
+		b := s.blocks[last]
+		k := copy(b[len(b):cap(b)], p)
+		s.blocks[last] = b[:len(b)+k]
+		p = p[k:]
+	}
+}
+
+func (o *output) newBlock() []byte {
+	if n := len(o.free); n > 0 {
+		b := o.free[n-1]
+		o.free = o.free[:n-1]
+		return b
+	}
+	o.allocated++
+	return make([]byte, 0, o.block)
+}
+
+// discard drops the first n buffered bytes of s, recycling emptied blocks.
+func (o *output) discard(s *streamBuf, n int64) {
+	s.base += n
+	s.n -= n
+	o.buffered -= n
+	for n > 0 {
+		b := s.blocks[0]
+		avail := int64(len(b) - s.head)
+		if n < avail {
+			s.head += int(n)
+			return
+		}
+		n -= avail
+		s.blocks[0] = nil
+		s.blocks = s.blocks[1:]
+		s.head = 0
+		o.free = append(o.free, b[:0])
+	}
+	if len(s.blocks) == 0 {
+		s.blocks = nil // let the array of block headers go
+	}
+}
+
+// copyOut copies the first len(dst) buffered bytes of s into dst.
+func (s *streamBuf) copyOut(dst []byte) {
+	head := s.head
+	for _, b := range s.blocks {
+		if len(dst) == 0 {
+			return
+		}
+		k := copy(dst, b[head:])
+		dst = dst[k:]
+		head = 0
+	}
 }
 
 func (o *output) signalReady() {
@@ -106,25 +203,34 @@ func (o *output) signalReady() {
 // pending returns chunks of at most maxBytes in all, starting at the
 // acknowledged offsets, and how many buffered bytes did not fit. The two
 // streams share maxBytes evenly when both have more than their half, so a
-// chatty stdout cannot starve stderr. The chunks' Data alias the buffer; it
-// is never written in place, so they stay valid.
+// chatty stdout cannot starve stderr. The chunks' Data is a copy in a
+// scratch buffer that the next call to pending overwrites: one request is
+// built at a time (by the sender, then by finish), and the client encodes
+// it before it returns.
 func (o *output) pending(maxBytes int) (chunks []shared.Chunk, rest int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	a, b := len(o.streams[stdout].data), len(o.streams[stderr].data)
+	a, b := int(min(o.streams[stdout].n, int64(maxBytes))), int(min(o.streams[stderr].n, int64(maxBytes)))
 	takeB := min(b, max(maxBytes/2, maxBytes-a))
 	takeA := min(a, maxBytes-takeB)
+	if len(o.scratch) < takeA+takeB {
+		o.scratch = make([]byte, maxBytes)
+	}
+	at := 0
 	for i, take := range [2]int{takeA, takeB} {
 		if take == 0 {
 			continue
 		}
 		s := &o.streams[i]
-		chunks = append(chunks, shared.Chunk{Stream: streamNames[i], Offset: s.base, Data: s.data[:take:take]})
+		data := o.scratch[at : at+take : at+take]
+		s.copyOut(data)
+		at += take
+		chunks = append(chunks, shared.Chunk{Stream: streamNames[i], Offset: s.base, Data: data})
 	}
-	return chunks, int64(a + b - takeA - takeB)
+	return chunks, o.buffered - int64(takeA+takeB)
 }
 
-// buffered reports the bytes waiting for acknowledgement.
+// pendingBytes reports the bytes waiting for acknowledgement.
 func (o *output) pendingBytes() int64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -144,16 +250,11 @@ func (o *output) ack(off shared.Offsets) error {
 			continue
 		}
 		n := end - s.base
-		if n > int64(len(s.data)) {
-			err = fmt.Errorf("coordinator acknowledged %s up to %d, but only %d bytes were captured", streamNames[i], end, s.base+int64(len(s.data)))
-			n = int64(len(s.data))
+		if n > s.n {
+			err = fmt.Errorf("coordinator acknowledged %s up to %d, but only %d bytes were captured", streamNames[i], end, s.base+s.n)
+			n = s.n
 		}
-		s.base += n
-		s.data = s.data[n:]
-		if len(s.data) == 0 {
-			s.data = nil // let the backing array go
-		}
-		o.buffered -= n
+		o.discard(s, n)
 	}
 	o.room.Broadcast()
 	return err
@@ -180,12 +281,20 @@ func (o *output) ackedBytes() int64 {
 	return o.streams[stdout].base + o.streams[stderr].base
 }
 
-// totals are the bytes captured per stream: the lengths finish reports.
+// dropped is the bytes captured past the send limit, both streams.
+func (o *output) dropped() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.streams[stdout].dropped + o.streams[stderr].dropped
+}
+
+// totals are the bytes kept per stream: the lengths finish reports, which
+// leave out what was dropped past the send limit.
 func (o *output) totals() (int64, int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.streams[stdout].base + int64(len(o.streams[stdout].data)),
-		o.streams[stderr].base + int64(len(o.streams[stderr].data))
+	return o.streams[stdout].base + o.streams[stdout].n,
+		o.streams[stderr].base + o.streams[stderr].n
 }
 
 // abandon drops everything and makes further writes no-ops: the command is
@@ -195,8 +304,10 @@ func (o *output) abandon() {
 	defer o.mu.Unlock()
 	o.abandoned = true
 	for i := range o.streams {
-		o.streams[i].data = nil
+		s := &o.streams[i]
+		s.blocks, s.head, s.n = nil, 0, 0
 	}
+	o.free, o.scratch = nil, nil
 	o.buffered = 0
 	o.room.Broadcast()
 }

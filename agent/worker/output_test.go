@@ -12,7 +12,7 @@ import (
 )
 
 func TestOutputChunksFromAcknowledgedOffsets(t *testing.T) {
-	o := newOutput(1<<20, 1<<20, nil)
+	o := newOutput(1<<20, 1<<20, 0, nil)
 	o.writer(stdout).Write([]byte("hello "))
 	o.writer(stderr).Write([]byte("oops"))
 	o.writer(stdout).Write([]byte("world"))
@@ -60,7 +60,7 @@ func TestOutputChunksFromAcknowledgedOffsets(t *testing.T) {
 }
 
 func TestOutputChunkSizeSharedFairly(t *testing.T) {
-	o := newOutput(1<<20, 1<<20, nil)
+	o := newOutput(1<<20, 1<<20, 0, nil)
 	o.writer(stdout).Write(bytes.Repeat([]byte("o"), 1000))
 	o.writer(stderr).Write(bytes.Repeat([]byte("e"), 1000))
 	chunks, rest := o.pending(300)
@@ -75,7 +75,7 @@ func TestOutputChunkSizeSharedFairly(t *testing.T) {
 }
 
 func TestOutputBackPressureAndAbandon(t *testing.T) {
-	o := newOutput(10, 10, nil)
+	o := newOutput(10, 10, 0, nil)
 	w := o.writer(stdout)
 	done := make(chan struct{})
 	go func() {
@@ -119,5 +119,82 @@ func TestFinishErrorIsSafe(t *testing.T) {
 	}
 	if finishError("short") != "short" {
 		t.Fatal("short message changed")
+	}
+}
+
+// Past the coordinator's cap (plus the byte that marks truncation) bytes are
+// counted and dropped, without blocking the writer on a full buffer.
+func TestOutputDropsPastSendLimit(t *testing.T) {
+	o := newOutput(8, 8, 5, nil)
+	o.writer(stdout).Write([]byte("0123"))
+	o.writer(stdout).Write([]byte("456789")) // past the limit: never blocks
+	o.writer(stderr).Write([]byte("ab"))
+	chunks, rest := o.pending(100)
+	if rest != 0 || len(chunks) != 2 || string(chunks[0].Data) != "01234" || string(chunks[1].Data) != "ab" {
+		t.Fatalf("chunks %+v rest %d", chunks, rest)
+	}
+	o.ack(shared.Offsets{Stdout: 5, Stderr: 2})
+	o.writer(stdout).Write([]byte("more"))
+	if so, se := o.totals(); so != 5 || se != 2 || o.dropped() != 9 || o.pendingBytes() != 0 {
+		t.Fatalf("totals %d %d dropped %d pending %d; want 5 2 9 0", so, se, o.dropped(), o.pendingBytes())
+	}
+}
+
+// Much more output than the limit, written in odd sizes and acknowledged in
+// odd steps, comes out exact and in order, while the blocks ever allocated
+// stay within the limit plus two per stream (its first block partly
+// acknowledged, its last partly filled).
+func TestOutputBlocksStayWithinLimit(t *testing.T) {
+	const limit = 4 * blockSize
+	o := newOutput(limit, limit, 0, nil)
+	var want [2][]byte
+	for i := range 2 {
+		want[i] = make([]byte, 40*blockSize+12345)
+		for j := range want[i] {
+			want[i][j] = byte(j*7 + i)
+		}
+	}
+	for i := range 2 {
+		go func() {
+			w, data := o.writer(i), want[i]
+			for step := 1; len(data) > 0; step = step*31%4093 + 1 {
+				k := min(step, len(data))
+				w.Write(data[:k])
+				data = data[k:]
+			}
+		}()
+	}
+	var got [2][]byte
+	for step := 0; len(got[0]) < len(want[0]) || len(got[1]) < len(want[1]); step++ {
+		chunks, _ := o.pending(3*blockSize/2 + step%1000)
+		var off shared.Offsets
+		off.Stdout, off.Stderr = int64(len(got[0])), int64(len(got[1]))
+		for _, c := range chunks {
+			i := 0
+			if c.Stream == shared.StreamStderr {
+				i = 1
+			}
+			if c.Offset != int64(len(got[i])) {
+				t.Fatalf("%s chunk at %d, want %d", c.Stream, c.Offset, len(got[i]))
+			}
+			// Acknowledge a part only, as a coordinator that stored less.
+			take := len(c.Data) - step%3
+			got[i] = append(got[i], c.Data[:max(take, 0)]...)
+		}
+		off.Stdout, off.Stderr = int64(len(got[0])), int64(len(got[1]))
+		if err := o.ack(off); err != nil {
+			t.Fatal(err)
+		}
+		if len(chunks) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := range 2 {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("%s differs after passing through the blocks", streamNames[i])
+		}
+	}
+	if max := limit/blockSize + 4; o.allocated > max {
+		t.Fatalf("%d blocks allocated for a %d-block limit, want at most %d", o.allocated, limit/blockSize, max)
 	}
 }

@@ -51,6 +51,7 @@ type Config struct {
 	ReportTimeout time.Duration
 	// MaxBufferBytes bounds the output held per command while waiting for
 	// the coordinator's acknowledgement; past it the program is blocked.
+	// A command's output costs at most this plus 256 KiB and ChunkBytes.
 	MaxBufferBytes int64
 	// ChunkBytes bounds the output bytes in one heartbeat or finish.
 	ChunkBytes int
@@ -136,6 +137,7 @@ type Worker struct {
 	draining  atomic.Bool
 	running   sync.Once
 	releases  sync.WaitGroup // release calls in flight
+	ctl       controls       // running sessions, for cancel orders (control.go)
 }
 
 // New returns a worker. logger and m may be nil.
@@ -195,6 +197,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Run called twice")
 	}
 	defer w.cancelReport()
+	w.ctl.init()
+	go w.controlLoop()
 	pollCtx, cancelPolls := context.WithCancel(ctx)
 	defer cancelPolls()
 
@@ -292,7 +296,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.metrics.StartRefused.WithLabelValues("over_capacity").Inc()
 					continue
 				}
-				s := w.newSession(cmd, r.resp.HeartbeatMillis, log)
+				s := w.newSession(cmd, r.resp, log)
 				sessions[s] = struct{}{}
 				go s.run()
 			}

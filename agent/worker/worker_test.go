@@ -509,8 +509,8 @@ func TestCancelInHeartbeatAnswer(t *testing.T) {
 	})
 	id := h.fc.enqueue(h.c.ID, "sleep", "4325")
 	c := h.fc.waitFinished(t, id, 30*time.Second)
-	if c.finish.ExitCode != nil || !strings.Contains(c.finish.Error, "cancelled") {
-		t.Fatalf("finish %+v", c.finish)
+	if c.finish.EndReason != shared.EndCancelled || c.finish.ExitCode == nil || c.finish.Signal == "" {
+		t.Fatalf("finish %+v: want end_reason cancelled with the exit status and the signal", c.finish)
 	}
 	h.assertNotRunning(t, "sleep 4325")
 }

@@ -79,12 +79,14 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		Commands:        make([]shared.LeasedCommand, len(cmds)),
 		LeaseTTLMillis:  int(s.cfg.LeaseTTL.Milliseconds()),
 		HeartbeatMillis: int(s.cfg.Heartbeat.Milliseconds()),
+		OutputCapBytes:  s.cfg.OutputCap,
 	}
 	for i, c := range cmds {
 		resp.Commands[i] = shared.LeasedCommand{
 			ID: c.ID, ContainerID: c.ContainerID, Program: c.Program, Args: []string(c.Args),
 			Attempt: c.Attempt, LeaseExpiresAt: c.LeaseExpiresAt.Time.UTC(),
 		}
+		s.controlLease(&resp.Commands[i], c)
 		if resp.Commands[i].Args == nil {
 			resp.Commands[i].Args = []string{}
 		}
@@ -153,11 +155,12 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	if err := validChunks(req.Chunks); err != nil {
 		return err
 	}
-	off, exp, err := s.store.Heartbeat(r.Context(), id, nodeFrom(r).ID, req.Attempt, req.Chunks, s.cfg.LeaseTTL, s.cfg.OutputCap)
+	rn, err := s.store.Heartbeat(r.Context(), id, nodeFrom(r).ID, req.Attempt, req.Chunks, s.cfg.LeaseTTL, s.cfg.OutputCap)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, shared.HeartbeatResponse{Offsets: off, LeaseExpiresAt: exp.UTC()})
+	return writeJSON(w, http.StatusOK, shared.HeartbeatResponse{Offsets: rn.Offsets, LeaseExpiresAt: rn.LeaseExpiresAt.UTC(),
+		Cancel: rn.Cancel, CancelGraceSeconds: rn.CancelGrace})
 }
 
 func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
@@ -174,6 +177,9 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(req.Error) > shared.MaxFinishErrorBytes || strings.ContainsRune(req.Error, 0) {
 		return badRequest("invalid_field", fmt.Sprintf("error must be at most %d bytes without NUL", shared.MaxFinishErrorBytes))
+	}
+	if err := validEnd(req); err != nil {
+		return err
 	}
 	res, err := s.store.Finish(r.Context(), id, nodeFrom(r).ID, req, s.cfg.OutputCap)
 	if err != nil {

@@ -36,6 +36,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
+	if err := s.applyLimits(&req); err != nil {
+		return err
+	}
 	c, replay, err := s.enqueue(r.Context(), containerID, userFrom(r).ID, req, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return &Error{http.StatusNotFound, "unknown_container", "no agent has reported container " + containerID}
@@ -195,6 +198,7 @@ func record(c store.CommandWithOutput) shared.CommandExecutionRecord {
 		StderrTruncated: c.StderrTruncated,
 		StdoutBytes:     c.StdoutLen,
 		StderrBytes:     c.StderrLen,
+		ControlFields:   controlFields(c.Command),
 	}
 	if rec.Args == nil {
 		rec.Args = []string{}

@@ -37,6 +37,8 @@ type Config struct {
 	// AuthCacheTTL is how long a successful token lookup is reused (0 turns
 	// the cache off).
 	AuthCacheTTL time.Duration
+	// Limits are the timeout and grace defaults and maxima (control.go).
+	Limits Limits
 }
 
 // Server holds the handlers' collaborators.
@@ -83,6 +85,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	user(http.MethodGet, "/commands", s.listCommands)
 	user(http.MethodGet, "/commands/{id}", s.getCommand)
 	user(http.MethodGet, "/commands/{id}/output", s.getOutput)
+	user(http.MethodPost, "/commands/{id}/cancel", s.cancel)
 
 	agent := func(method, path string, h handlerFunc) {
 		r.Handle("/agent/v1"+path, s.authNode(s.wrap(h))).Methods(method)
@@ -93,6 +96,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	agent(http.MethodPost, "/commands/{id}/release", s.release)
 	agent(http.MethodPost, "/commands/{id}/heartbeat", s.heartbeat)
 	agent(http.MethodPost, "/commands/{id}/finish", s.finish)
+	agent(http.MethodPost, "/control", s.control)
 
 	r.Use(s.instrument)
 	return r

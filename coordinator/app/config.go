@@ -46,6 +46,20 @@ type Config struct {
 	// ShutdownGrace bounds how long in-flight requests may finish at stop
 	// (EXECQ_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration
+	// DefaultTimeout and MaxTimeout bound a command's run from its start
+	// (EXECQ_DEFAULT_TIMEOUT, EXECQ_MAX_TIMEOUT); whole seconds.
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	// DefaultQueueTimeout and MaxQueueTimeout bound how long a command may
+	// wait for an agent to start it (EXECQ_DEFAULT_QUEUE_TIMEOUT,
+	// EXECQ_MAX_QUEUE_TIMEOUT); whole seconds.
+	DefaultQueueTimeout time.Duration
+	MaxQueueTimeout     time.Duration
+	// DefaultGrace and MaxGrace are the time between SIGTERM and SIGKILL
+	// when a command is cancelled or times out (EXECQ_DEFAULT_GRACE,
+	// EXECQ_MAX_GRACE); whole seconds.
+	DefaultGrace time.Duration
+	MaxGrace     time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -62,6 +76,13 @@ func DefaultConfig() Config {
 		OutputCap:      16 << 20,
 		ShutdownGrace:  10 * time.Second,
 		AuthCacheTTL:   10 * time.Second,
+
+		DefaultTimeout:      time.Hour,
+		MaxTimeout:          24 * time.Hour,
+		DefaultQueueTimeout: time.Hour,
+		MaxQueueTimeout:     7 * 24 * time.Hour,
+		DefaultGrace:        10 * time.Second,
+		MaxGrace:            5 * time.Minute,
 	}
 }
 
@@ -103,6 +124,31 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be 1024..%d (PostgreSQL's bytea limit)", maxOutputCap)
 	case c.OutputTail < 0 || c.OutputTail >= c.OutputCap:
 		return errors.New("--output-tail-bytes (EXECQ_OUTPUT_TAIL_BYTES) must be 0 (half the cap) or less than --output-cap-bytes, so some head is kept")
+	}
+	return c.validateControl()
+}
+
+// validateControl checks the timeout and grace settings: whole seconds, a
+// default within its maximum.
+func (c Config) validateControl() error {
+	for _, l := range []struct {
+		flag, env string
+		def, max  time.Duration
+		min       time.Duration
+	}{
+		{"timeout", "TIMEOUT", c.DefaultTimeout, c.MaxTimeout, time.Second},
+		{"queue-timeout", "QUEUE_TIMEOUT", c.DefaultQueueTimeout, c.MaxQueueTimeout, time.Second},
+		{"grace", "GRACE", c.DefaultGrace, c.MaxGrace, 0},
+	} {
+		switch {
+		case l.def < l.min || l.def%time.Second != 0 || l.max%time.Second != 0:
+			return fmt.Errorf("--default-%s and --max-%s (EXECQ_DEFAULT_%s, EXECQ_MAX_%s) must be whole seconds, the default at least %s",
+				l.flag, l.flag, l.env, l.env, l.min)
+		case l.def > l.max:
+			return fmt.Errorf("--default-%s (EXECQ_DEFAULT_%s) %s exceeds --max-%s (EXECQ_MAX_%s) %s", l.flag, l.env, l.def, l.flag, l.env, l.max)
+		case l.max > 365*24*time.Hour:
+			return fmt.Errorf("--max-%s (EXECQ_MAX_%s) must be at most a year", l.flag, l.env)
+		}
 	}
 	return nil
 }

@@ -20,6 +20,10 @@ type Reaper struct {
 	Interval time.Duration
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
+	// TimeoutSlack is how long past its timeout a running command is left
+	// to its agent (which enforces the timeout) before the reaper fails it:
+	// the stop grace plus the lease TTL.
+	TimeoutSlack time.Duration
 }
 
 // Run reaps every Interval until ctx ends.
@@ -46,6 +50,7 @@ func (r *Reaper) Once(ctx context.Context) {
 		r.Metrics.Requeued.Add(float64(n))
 		r.Log.Info("leases expired before start; commands queued again", "count", n)
 	}
+	r.timeouts(ctx)
 	for {
 		ids, err := r.Store.FailLost(ctx, batch)
 		if err != nil {
@@ -60,6 +65,34 @@ func (r *Reaper) Once(ctx context.Context) {
 		r.Metrics.AgentLost.Add(float64(len(ids)))
 		if len(ids) < batch {
 			return
+		}
+	}
+}
+
+// timeouts fails queued commands past their queue timeout and, as a
+// backstop to the agents, running ones well past their run timeout.
+func (r *Reaper) timeouts(ctx context.Context) {
+	for _, pass := range []struct {
+		what string
+		fail func() ([]string, error)
+	}{
+		{"not picked up within its queue timeout; command failed", func() ([]string, error) { return r.Store.FailNotPickedUp(ctx, batch) }},
+		{"timed out and not reported by its agent; command failed", func() ([]string, error) { return r.Store.FailTimedOut(ctx, r.TimeoutSlack, batch) }},
+	} {
+		for {
+			ids, err := pass.fail()
+			if err != nil {
+				if ctx.Err() == nil {
+					r.Log.Warn("reap timed-out commands", "err", err)
+				}
+				break
+			}
+			for _, id := range ids {
+				r.Log.Warn(pass.what, "command_id", id)
+			}
+			if len(ids) < batch {
+				break
+			}
 		}
 	}
 }

@@ -50,6 +50,8 @@ type Command struct {
 	StdoutOmittedAt int64 `db:"stdout_omitted_at"`
 	StderrOmitted   int64 `db:"stderr_omitted"`
 	StderrOmittedAt int64 `db:"stderr_omitted_at"`
+	// Control holds the timeouts, end reason and cancel request (control.go).
+	Control
 	// QueuedSeconds is set by Claim only: the time from enqueue to this
 	// lease, both read on the database's clock, so replicas whose clocks
 	// differ from the database's report the same figure.
@@ -66,7 +68,7 @@ type CommandWithOutput struct {
 const commandCols = `id, container_id, node_id, requested_by, program, args, status, created_at, attempt,
 	leased_by, lease_expires_at, started_at, finished_at, exit_code,
 	stdout_len, stderr_len, stdout_truncated, stderr_truncated,
-	stdout_omitted, stdout_omitted_at, stderr_omitted, stderr_omitted_at`
+	stdout_omitted, stdout_omitted_at, stderr_omitted, stderr_omitted_at, ` + controlCols
 
 // GapError says a chunk started past the stored end of its stream. Offsets
 // are what is stored, so the agent resends from there.
@@ -79,7 +81,8 @@ func (e *GapError) Error() string {
 }
 
 // enqueueSQL inserts a queued command for a known container and notifies
-// its node. $6 and $7 are the idempotency key and request hash, NULL for a
+// its node. $8 and $9 are the run and queue timeouts. $6 and $7 are the
+// idempotency key and request hash, NULL for a
 // plain submit: such a row is outside the partial unique index, so ON
 // CONFLICT never applies to it. With a key, a row already holding it makes
 // the insert do nothing (after waiting for the transaction that wrote it, if
@@ -87,8 +90,10 @@ func (e *GapError) Error() string {
 const enqueueSQL = `
 	WITH target AS (SELECT node_id FROM containers WHERE id = $2),
 	ins AS (
-		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, idempotency_key, idempotency_hash)
-		SELECT $1, $2, target.node_id, $3, $4, $5, 'queued', $6, $7 FROM target
+		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, idempotency_key, idempotency_hash,
+			timeout_seconds, queue_timeout_seconds, queue_deadline)
+		SELECT $1, $2, target.node_id, $3, $4, $5, 'queued', $6, $7,
+			$8::int, $9::int, now() + $9::int * interval '1 second' FROM target
 		ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 		RETURNING ` + commandCols + `, stdout, stderr)
 	SELECT ins.* FROM ins, LATERAL (SELECT pg_notify('` + NotifyChannel + `', ins.node_id::text)) AS n`
@@ -103,7 +108,8 @@ func enqueueArgs(containerID, requestedBy string, req shared.SubmitRequest, key 
 	if args == nil {
 		args = []string{} // the column holds [], never NULL
 	}
-	return []any{uuid.NewString(), containerID, requestedBy, req.Program, pq.StringArray(args), k, h}
+	return []any{uuid.NewString(), containerID, requestedBy, req.Program, pq.StringArray(args), k, h,
+		optSeconds(req.TimeoutSeconds), optSeconds(req.QueueTimeoutSeconds)}
 }
 
 // Enqueue inserts a queued command for a known container and notifies the
@@ -191,8 +197,10 @@ func (s *Store) Start(ctx context.Context, id, nodeID string, attempt int, ttl t
 	var exp time.Time
 	err := s.db.GetContext(ctx, &exp, `
 		UPDATE commands SET status = 'running', started_at = now(),
-			lease_expires_at = now() + $4 * interval '1 millisecond'
+			lease_expires_at = now() + $4 * interval '1 millisecond',
+			run_deadline = now() + timeout_seconds * interval '1 second'
 		WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued' AND lease_expires_at > now()
+			AND (queue_deadline IS NULL OR queue_deadline > now())
 		RETURNING lease_expires_at`, id, nodeID, attempt, ttl.Milliseconds())
 	if err == nil {
 		return exp, nil
@@ -239,15 +247,22 @@ func (s *Store) lookupForNode(ctx context.Context, q sqlx.QueryerContext, id, no
 	return c, nil
 }
 
+// Renewal is what a heartbeat stored and what the agent must know.
+type Renewal struct {
+	Offsets        shared.Offsets
+	LeaseExpiresAt time.Time
+	// Cancel is set when an operator asked for the command to be cancelled;
+	// CancelGrace is then the time between SIGTERM and SIGKILL.
+	Cancel      bool
+	CancelGrace int
+}
+
 // Heartbeat renews a running command's lease and appends output chunks.
-// It returns the stored offsets.
-func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, chunks []shared.Chunk, ttl time.Duration, outputCap int64) (shared.Offsets, time.Time, error) {
+// It returns the stored offsets, and any cancel request.
+func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, chunks []shared.Chunk, ttl time.Duration, outputCap int64) (Renewal, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
-	var (
-		off shared.Offsets
-		exp time.Time
-	)
+	var rn Renewal
 	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
 		c, err := s.lockRunning(ctx, tx, id, nodeID, attempt)
 		if err != nil {
@@ -257,18 +272,19 @@ func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, c
 		if err != nil {
 			return err
 		}
-		off = c.offsets()
+		rn.Offsets = c.offsets()
+		rn.Cancel, rn.CancelGrace = c.CancelRequestedAt.Valid, int(c.CancelGraceSeconds.Int32)
 		// One write per heartbeat: the stream ends and the renewed lease,
 		// and, when output was stored, a wake-up for its followers on every
 		// replica (delivered at commit, so a woken follower reads it).
-		return interpretError(tx.GetContext(ctx, &exp, `WITH upd AS (
+		return interpretError(tx.GetContext(ctx, &rn.LeaseExpiresAt, `WITH upd AS (
 				UPDATE commands SET `+streamEndsSet+`, lease_expires_at = now() + $10 * interval '1 millisecond'
 				WHERE id = $1 RETURNING lease_expires_at)
 			SELECT upd.lease_expires_at FROM upd,
 				LATERAL (SELECT CASE WHEN $11::boolean THEN pg_notify('`+OutputChannel+`', $1::text) END) AS n`,
 			append(c.streamEnds(), ttl.Milliseconds(), changed)...))
 	})
-	return off, exp, err
+	return rn, err
 }
 
 // lockRunning locks the row and checks the caller still holds a running lease.
@@ -419,19 +435,12 @@ func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.Finish
 			gap = &GapError{Offsets: off}
 			return nil
 		}
-		res.Status = shared.StatusFailed
-		var exit sql.NullInt32
-		if req.ExitCode != nil {
-			exit = sql.NullInt32{Int32: int32(*req.ExitCode), Valid: true}
-			if *req.ExitCode == 0 && req.Error == "" {
-				res.Status = shared.StatusSucceeded
-			}
+		e, err := finishEnding(ctx, tx, &c, req)
+		if err != nil {
+			return err
 		}
-		note := ""
-		if req.Error != "" {
-			note = "execq: " + req.Error + "\n"
-		}
-		res.Ran, err = finalize(ctx, tx, id, res.Status, exit, note, false)
+		res.Status = e.status
+		res.Ran, err = finalize(ctx, tx, id, e)
 		return err
 	})
 	if err == nil && gap != nil {
@@ -449,10 +458,9 @@ type FinishResult struct {
 	Repeat bool
 }
 
-// finalize folds a command's chunks into its record and makes it terminal.
-// note is appended to stderr (an execq line explaining an internal failure).
-// clearLease drops leased_by so a later finish by the old lease is refused.
-func finalize(ctx context.Context, tx *sqlx.Tx, id string, status shared.Status, exit sql.NullInt32, note string, clearLease bool) (time.Duration, error) {
+// finalize folds a command's chunks into its record and makes it terminal
+// as e says (see ending).
+func finalize(ctx context.Context, tx *sqlx.Tx, id string, e ending) (time.Duration, error) {
 	// One statement (it sits on every command's completion path): take the
 	// chunks out, fold them into the record, and notify GET ?wait= callers,
 	// which is delivered at commit so a woken waiter reads the terminal row.
@@ -461,6 +469,7 @@ func finalize(ctx context.Context, tx *sqlx.Tx, id string, status shared.Status,
 		WITH del AS (DELETE FROM command_chunks WHERE command_id = $1 RETURNING stream, off, data),
 		upd AS (
 			UPDATE commands SET status = $2, exit_code = $3, finished_at = now(), lease_expires_at = NULL,
+				end_reason = $6, end_signal = nullif($7, ''),
 				leased_by = CASE WHEN $5 THEN NULL ELSE leased_by END,
 				stdout = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM del WHERE stream = 1), ''::bytea),
 				stderr = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM del WHERE stream = 2), ''::bytea)
@@ -468,7 +477,7 @@ func finalize(ctx context.Context, tx *sqlx.Tx, id string, status shared.Status,
 			WHERE id = $1
 			RETURNING coalesce(extract(epoch FROM finished_at - started_at), 0)::float8 AS ran)
 		SELECT upd.ran FROM upd, LATERAL (SELECT pg_notify('`+FinishedChannel+`', $1::text)) AS n`,
-		id, status, exit, note, clearLease)
+		id, e.status, e.exit, e.note, e.clearLease, e.reason, e.signal)
 	if err != nil {
 		return 0, interpretError(err)
 	}

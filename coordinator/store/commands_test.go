@@ -179,7 +179,8 @@ func TestHeartbeatChunkOffsets(t *testing.T) {
 	c := f.running()
 	hb := func(chunks ...shared.Chunk) (shared.Offsets, error) {
 		t.Helper()
-		off, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, testCap)
+		rn, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, testCap)
+		off := rn.Offsets
 		return off, err
 	}
 	stdout := func() string {
@@ -213,7 +214,8 @@ func TestHeartbeatChunkOffsets(t *testing.T) {
 	}
 	// No chunks: a plain renewal that moves the lease.
 	before := f.get(c.ID).LeaseExpiresAt.Time
-	off, exp, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, nil, 2*testTTL, testCap)
+	rn, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, nil, 2*testTTL, testCap)
+	off, exp := rn.Offsets, rn.LeaseExpiresAt
 	if err != nil || off != (shared.Offsets{Stdout: 11, Stderr: 1}) || !exp.After(before) {
 		t.Errorf("renewal: %v %v %v (lease before %v)", off, exp, err, before)
 	}
@@ -227,10 +229,10 @@ func TestHeartbeatChunkOffsets(t *testing.T) {
 
 	// Only the holder of the running lease may heartbeat.
 	other := f.newNode("node-b")
-	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, other.ID, c.Attempt, nil, testTTL, testCap); !errors.Is(err, ErrForbidden) {
+	if _, err := f.st.Heartbeat(f.ctx, c.ID, other.ID, c.Attempt, nil, testTTL, testCap); !errors.Is(err, ErrForbidden) {
 		t.Errorf("heartbeat by another node: %v, want ErrForbidden", err)
 	}
-	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt+1, nil, testTTL, testCap); !errors.Is(err, ErrLeaseLost) {
+	if _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt+1, nil, testTTL, testCap); !errors.Is(err, ErrLeaseLost) {
 		t.Errorf("heartbeat with a wrong attempt: %v, want ErrLeaseLost", err)
 	}
 }
@@ -241,7 +243,7 @@ func TestFinish(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	c := f.running()
-	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, []shared.Chunk{chunk("stdout", 0, "ab")}, testTTL, testCap); err != nil {
+	if _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, []shared.Chunk{chunk("stdout", 0, "ab")}, testTTL, testCap); err != nil {
 		t.Fatal(err)
 	}
 	req := shared.FinishRequest{Attempt: c.Attempt, Chunks: []shared.Chunk{chunk("stdout", 2, "cd")}, StdoutLength: 6, ExitCode: exit(0)}
@@ -454,7 +456,7 @@ func TestOutput(t *testing.T) {
 	f := setup(t)
 	c := f.running()
 	raw := "a\x00\xff"
-	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt,
+	if _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt,
 		[]shared.Chunk{chunk("stdout", 0, raw), chunk("stderr", 0, "err")}, testTTL, testCap); err != nil {
 		t.Fatal(err)
 	}

@@ -48,13 +48,13 @@ func TestReadOutput(t *testing.T) {
 	}
 	for off := 0; off < len(data); {
 		end := min(off+1+rng.IntN(400), len(data))
-		if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt,
+		if _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt,
 			[]shared.Chunk{{Stream: "stdout", Offset: int64(off), Data: data[off:end]}}, testTTL, testCap); err != nil {
 			t.Fatal(err)
 		}
 		off = end
 	}
-	if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, []shared.Chunk{chunk("stderr", 0, "err")}, testTTL, testCap); err != nil {
+	if _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, []shared.Chunk{chunk("stderr", 0, "err")}, testTTL, testCap); err != nil {
 		t.Fatal(err)
 	}
 	check := func(status shared.Status) {
@@ -154,7 +154,7 @@ func TestHeartbeatNotifiesFollowers(t *testing.T) {
 	}
 	hb := func(chunks ...shared.Chunk) {
 		t.Helper()
-		if _, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, testCap); err != nil {
+		if _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, testCap); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -185,8 +185,8 @@ func TestHeartbeatSkipKeepsHeadAndTail(t *testing.T) {
 	c := f.running()
 	const cap = 10
 	hb := func(chunks ...shared.Chunk) (shared.Offsets, error) {
-		off, _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, cap)
-		return off, err
+		rn, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, chunks, testTTL, cap)
+		return rn.Offsets, err
 	}
 	if _, err := hb(chunk("stdout", 0, "HEAD!")); err != nil {
 		t.Fatal(err)

@@ -39,6 +39,9 @@ func TestPeriodicQueriesUseIndexes(t *testing.T) {
 		{"requeue expired", requeueExpiredSQL, nil},
 		{"fail lost", failLostSQL, []any{100}},
 		{"queue stats", statsSQL, nil},
+		{"pending cancels", pendingCancelsSQL, []any{f.node.ID}},
+		{"timed out", timedOutSQL, []any{int64(1000), 100}},
+		{"not picked up", notPickedUpSQL, []any{100}},
 	} {
 		t.Run(q.name, func(t *testing.T) {
 			var raw []byte

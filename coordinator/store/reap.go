@@ -100,7 +100,8 @@ func (s *Store) FailLost(ctx context.Context, limit int) ([]string, error) {
 			note := fmt.Sprintf("execq: agent lost: node %q stopped sending heartbeats (lease expired %s); "+
 				"the command may have been interrupted and is not re-run\n",
 				l.NodeName, l.Expired.Time.UTC().Format("2006-01-02T15:04:05.000Z"))
-			if _, err := finalize(ctx, tx, l.ID, shared.StatusFailed, sql.NullInt32{}, note, true); err != nil {
+			if _, err := finalize(ctx, tx, l.ID, ending{
+				status: shared.StatusFailed, note: note, clearLease: true, reason: shared.EndAgentLost}); err != nil {
 				return err
 			}
 			ids = append(ids, l.ID)

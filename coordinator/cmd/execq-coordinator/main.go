@@ -119,6 +119,12 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.Int64(&cfg.OutputTail, "output-tail-bytes", "EXECQ_OUTPUT_TAIL_BYTES", "part of the cap kept from a stream's end (0 = half)")
 	f.Duration(&cfg.AuthCacheTTL, "auth-cache-ttl", "EXECQ_AUTH_CACHE_TTL", "how long a verified token is reused without a database lookup (0 = off)")
 	f.Duration(&cfg.ShutdownGrace, "shutdown-grace", "EXECQ_SHUTDOWN_GRACE", "time in-flight requests get at stop")
+	f.Duration(&cfg.DefaultTimeout, "default-timeout", "EXECQ_DEFAULT_TIMEOUT", "run timeout of a command whose submit gives no timeout_seconds")
+	f.Duration(&cfg.MaxTimeout, "max-timeout", "EXECQ_MAX_TIMEOUT", "largest timeout_seconds a submit may ask for")
+	f.Duration(&cfg.DefaultQueueTimeout, "default-queue-timeout", "EXECQ_DEFAULT_QUEUE_TIMEOUT", "how long a command may wait for an agent to start it, when its submit gives no queue_timeout_seconds")
+	f.Duration(&cfg.MaxQueueTimeout, "max-queue-timeout", "EXECQ_MAX_QUEUE_TIMEOUT", "largest queue_timeout_seconds a submit may ask for")
+	f.Duration(&cfg.DefaultGrace, "default-grace", "EXECQ_DEFAULT_GRACE", "time between SIGTERM and SIGKILL when a command is cancelled (no grace_seconds) or times out")
+	f.Duration(&cfg.MaxGrace, "max-grace", "EXECQ_MAX_GRACE", "largest grace_seconds a cancel may ask for")
 	if err := parse(f, args); err != nil {
 		return err
 	}

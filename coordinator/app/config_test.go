@@ -1,0 +1,39 @@
+package app
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestValidateControlLimits: the timeout and grace settings must be whole
+// seconds with each default within its maximum, and the error names the
+// flags to fix.
+func TestValidateControlLimits(t *testing.T) {
+	ok := DefaultConfig()
+	ok.DatabaseURL = "postgres://x"
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"default over max", func(c *Config) { c.DefaultTimeout = 2 * c.MaxTimeout }, "--default-timeout"},
+		{"zero queue timeout", func(c *Config) { c.DefaultQueueTimeout = 0 }, "--default-queue-timeout"},
+		{"fractional grace", func(c *Config) { c.DefaultGrace = 1500 * time.Millisecond }, "--default-grace"},
+		{"grace over max", func(c *Config) { c.DefaultGrace = c.MaxGrace + time.Second }, "--default-grace"},
+	} {
+		c := ok
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.want)
+		}
+	}
+	zero := ok
+	zero.DefaultGrace = 0 // SIGKILL right after SIGTERM is a valid choice
+	if err := zero.Validate(); err != nil {
+		t.Errorf("grace 0: %v", err)
+	}
+}

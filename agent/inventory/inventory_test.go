@@ -89,7 +89,9 @@ func TestReporterFollowsRealContainers(t *testing.T) {
 	root := runctest.NewRoot(t)
 	a := runctest.Start(t, runctest.Options{Root: root})
 	runctest.Start(t, runctest.Options{Root: root, ID: "web-not-a-uuid"})
-	runctest.Start(t, runctest.Options{Root: root, ID: strings.ToUpper(a.ID[:8]) + a.ID[8:]})
+	// The whole ID upper-cased: a prefix alone may be all digits, and the
+	// same ID again.
+	runctest.Start(t, runctest.Options{Root: root, ID: strings.ToUpper(a.ID)})
 
 	var logs syncBuf
 	sender := &recordingSender{}

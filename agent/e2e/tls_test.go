@@ -71,7 +71,8 @@ func (s *stack) useTLS(c *stackTLS) {
 		s.coordEnv = append(s.coordEnv, "EXECQ_CLIENT_CA="+c.ca.File)
 	}
 	s.scheme, s.tls = "https", c
-	s.client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: s.clientTLS()}}
+	// HTTP/2, as curl and Go clients speak it over TLS by default.
+	s.client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: s.clientTLS(), ForceAttemptHTTP2: true}}
 }
 
 // clientTLS is what the test's own clients use: the stack's CA and client
@@ -117,8 +118,22 @@ func TestTLSEndToEnd(t *testing.T) {
 			c := s.container()
 			s.startAgent(s.agentTLSArgs()...)
 			s.waitReported(c)
-			rec := s.wait(s.submit(c.ID, "sh", "-c", "echo over tls; echo err >&2").ID, time.Minute)
-			if rec.Status != shared.StatusSucceeded || rec.Stdout != "over tls\n" || rec.Stderr != "err\n" {
+			id := s.submit(c.ID, "sh", "-c", "echo over tls; echo err >&2; sleep 1; echo done").ID
+			// Live output over HTTP/2, followed from submit to end:
+			// streamed, with the status as a trailer.
+			req, _ := http.NewRequest("GET", s.url("/api/v1/commands/"+id+"/output?stream=stdout&follow=true"), nil)
+			req.Header.Set("Authorization", "Bearer "+s.userToken)
+			resp, err := s.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.ProtoMajor != 2 || string(body) != "over tls\ndone\n" || resp.Trailer.Get("X-Execq-Status") != "succeeded" {
+				t.Fatalf("follow over TLS: %s err=%v body %q trailer %v", resp.Proto, err, body, resp.Trailer)
+			}
+			rec := s.wait(id, time.Minute)
+			if rec.Status != shared.StatusSucceeded || rec.Stdout != "over tls\ndone\n" || rec.Stderr != "err\n" {
 				t.Fatalf("record %+v, want succeeded with its output", rec)
 			}
 			if mutual {

@@ -14,6 +14,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -256,6 +257,9 @@ func TestTLSReload(t *testing.T) {
 			s.eventually(20*time.Second, "new connections get the second certificate", func() bool {
 				return s.newConnSerial().Cmp(second.Serial) == 0
 			})
+			if got, want := s.metricValue("execq_tls_certificate_expiry_timestamp_seconds"), float64(second.Cert.NotAfter.Unix()); got != want {
+				t.Errorf("certificate expiry metric %v after the reload, want %v", got, want)
+			}
 
 			var reused bool
 			trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
@@ -343,15 +347,33 @@ func (s *stack) parkLongPoll(wait time.Duration) <-chan error {
 		done <- nil
 	}()
 	s.eventually(30*time.Second, "long-poll parked", func() bool {
-		resp, err := s.client.Get(s.url("/metrics"))
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		return bytes.Contains(raw, []byte("\nexecq_longpolls_parked 1\n"))
+		return strings.Contains(s.metrics(), "\nexecq_longpolls_parked 1\n")
 	})
 	return done
+}
+
+// metricValue returns an unlabelled metric's value (-1 if absent).
+func (s *stack) metricValue(name string) float64 {
+	for _, line := range strings.Split(s.metrics(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// metrics returns the coordinator's /metrics text ("" on a failure).
+func (s *stack) metrics() string {
+	resp, err := s.client.Get(s.url("/metrics"))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return string(raw)
 }
 
 // TestSIGHUPWithoutTLS: SIGHUP (systemctl reload) does not stop a

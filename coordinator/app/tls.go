@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/execq/execq/internal/certreload"
 )
 
@@ -121,4 +123,17 @@ func (a *App) watchCertificate(ctx context.Context) error {
 			_, _ = a.certs.ReloadIfChanged()
 		}
 	}
+}
+
+// registerTLSMetrics exposes the served certificate's expiry, so an alert
+// can fire before it lapses, and notice a renewal that was not taken (the
+// value does not move).
+func (a *App) registerTLSMetrics(reg prometheus.Registerer) {
+	if a.certs == nil {
+		return
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "execq_tls_certificate_expiry_timestamp_seconds",
+		Help: "When the TLS certificate being served expires (Unix time).",
+	}, func() float64 { return float64(a.certs.Certificate().Leaf.NotAfter.Unix()) }))
 }

@@ -104,7 +104,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.log.Info("execq agent starting", "coordinator", a.cfg.CoordinatorURL, "runc_root", a.cfg.RuncRoot,
-		"concurrency", a.cfg.Concurrency, "drain_grace", a.cfg.DrainGrace.String(), "metrics_listen", a.cfg.MetricsListen)
+		"concurrency", a.cfg.Concurrency, "drain_grace", a.cfg.DrainGrace.String(), "metrics_listen", a.cfg.MetricsListen,
+		"ca_file", a.cfg.TLS.CAFile, "tls_client_cert", a.cfg.TLS.CertFile)
 
 	if n := a.Runner.ReapOrphans(a.log.With("component", "runc")); n > 0 {
 		a.log.Warn("ended programs an earlier agent left running; their commands were already failed as agent lost", "killed", n)

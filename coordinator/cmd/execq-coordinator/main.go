@@ -117,6 +117,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.Duration(&cfg.ReapInterval, "reap-interval", "EXECQ_REAP_INTERVAL", "reaper interval")
 	f.Int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream")
 	f.Duration(&cfg.AuthCacheTTL, "auth-cache-ttl", "EXECQ_AUTH_CACHE_TTL", "how long a verified token is reused without a database lookup (0 = off)")
+	f.Duration(&cfg.AuthFailInterval, "auth-fail-interval", "EXECQ_AUTH_FAIL_INTERVAL", "one failed authentication per client address is allowed per interval, past the burst; then 429")
+	f.Int(&cfg.AuthFailBurst, "auth-fail-burst", "EXECQ_AUTH_FAIL_BURST", "failed authentications a client address may make at once before the interval applies")
 	f.Duration(&cfg.ShutdownGrace, "shutdown-grace", "EXECQ_SHUTDOWN_GRACE", "time in-flight requests get at stop")
 	f.Duration(&cfg.DefaultTimeout, "default-timeout", "EXECQ_DEFAULT_TIMEOUT", "run timeout of a command whose submit gives no timeout_seconds")
 	f.Duration(&cfg.MaxTimeout, "max-timeout", "EXECQ_MAX_TIMEOUT", "largest timeout_seconds a submit may ask for")

@@ -12,11 +12,12 @@ import (
 	"github.com/execq/execq/shared"
 )
 
-// AuthChannel is notified when an identity stops being valid (a user
-// disabled, a node revoked, a token rotated), with payload "user:ID" or
-// "node:ID", so every replica drops it from its token cache at once. The
-// notification is sent in the statement that makes the change, and
-// delivered at its commit.
+// AuthChannel is notified when what a token grants may have changed (a user
+// disabled, enabled or demoted, a node revoked, a token rotated, a row
+// deleted), with payload "user:ID" or "node:ID", so every replica drops the
+// identity from its token cache at once. Triggers of migration 0008 send it
+// in the transaction that makes the change, whoever makes it; it is
+// delivered at commit.
 const AuthChannel = "execq_auth"
 
 // Identity statuses as listed by ListUsers and ListNodes.
@@ -118,10 +119,9 @@ func utcPtr(t *time.Time) *time.Time {
 	return &u
 }
 
-// SetUserDisabled disables or enables a user and returns it. Disabling
-// notifies AuthChannel in the same statement, so every replica refuses the
-// token within the notification's delivery; enabling needs no notification
-// (refusals are not cached). Repeating either is harmless.
+// SetUserDisabled disables or enables a user and returns it. The change
+// notifies AuthChannel, so every replica refuses the token as soon as the
+// notification arrives. Repeating either is harmless.
 func (s *Store) SetUserDisabled(ctx context.Context, ref Ref, disabled bool) (UserInfo, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
@@ -133,7 +133,7 @@ func (s *Store) SetUserDisabled(ctx context.Context, ref Ref, disabled bool) (Us
 			WHERE `+cond+`
 			RETURNING id, name, is_admin, created_at, last_seen_at, disabled_at)
 		SELECT upd.*, CASE WHEN disabled_at IS NULL THEN '`+StatusEnabled+`' ELSE '`+StatusDisabled+`' END AS status
-		FROM upd LEFT JOIN LATERAL (SELECT pg_notify('`+AuthChannel+`', 'user:' || upd.id) WHERE $2) AS n ON true`, arg, disabled)
+		FROM upd`, arg, disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return UserInfo{}, fmt.Errorf("user %s: %w", ref, ErrNotFound)
 	}
@@ -160,7 +160,7 @@ func (s *Store) RotateUserToken(ctx context.Context, ref Ref) (UserInfo, string,
 			UPDATE users SET token_hash = $2 WHERE `+cond+`
 			RETURNING id, name, is_admin, created_at, last_seen_at, disabled_at)
 		SELECT upd.*, CASE WHEN disabled_at IS NULL THEN '`+StatusEnabled+`' ELSE '`+StatusDisabled+`' END AS status
-		FROM upd, LATERAL (SELECT pg_notify('`+AuthChannel+`', 'user:' || upd.id)) AS n`, arg, hash)
+		FROM upd`, arg, hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return UserInfo{}, "", fmt.Errorf("user %s: %w", ref, ErrNotFound)
 	}
@@ -187,7 +187,7 @@ func (s *Store) RotateNodeToken(ctx context.Context, ref Ref) (NodeInfo, string,
 			UPDATE nodes SET token_hash = $2, revoked_at = NULL WHERE `+cond+`
 			RETURNING id, name, created_at, last_seen_at, revoked_at)
 		SELECT upd.*, '`+StatusEnabled+`' AS status
-		FROM upd, LATERAL (SELECT pg_notify('`+AuthChannel+`', 'node:' || upd.id)) AS n`, arg, hash)
+		FROM upd`, arg, hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return NodeInfo{}, "", fmt.Errorf("node %s: %w", ref, ErrNotFound)
 	}
@@ -223,7 +223,7 @@ func (s *Store) RevokeNode(ctx context.Context, ref Ref) (NodeInfo, int, error) 
 				UPDATE nodes SET revoked_at = coalesce(revoked_at, now()) WHERE `+cond+`
 				RETURNING id, name, created_at, last_seen_at, revoked_at)
 			SELECT upd.*, '`+StatusRevoked+`' AS status
-			FROM upd, LATERAL (SELECT pg_notify('`+AuthChannel+`', 'node:' || upd.id)) AS n`, arg)
+			FROM upd`, arg)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("node %s: %w", ref, ErrNotFound)
 		}

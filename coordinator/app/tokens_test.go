@@ -261,3 +261,41 @@ func clientFrom(t *testing.T, ip string) *http.Client {
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
+
+// TestAuthCacheFlushedOnListenerReconnect: a change whose notification was
+// missed (made with triggers off, as if sent while the listener was
+// disconnected) is picked up when the listener reconnects, which flushes
+// the cache, not a TTL later.
+func TestAuthCacheFlushedOnListenerReconnect(t *testing.T) {
+	t.Parallel()
+	b, replicas := twoReplicas(t)
+	wantEverywhere(t, replicas, b.userStatus, b.Alice.Token, http.StatusOK, "alice before")
+
+	tx, err := b.DB.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`SET LOCAL session_replication_role = replica`); err != nil { // no triggers: no notification
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`UPDATE users SET disabled_at = now() WHERE id = $1`, b.Alice.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range replicas {
+		if got := b.userStatus(r, b.Alice.Token); got != http.StatusOK {
+			t.Fatalf("replica %d answered %d before any reconnect: the test cannot tell a flush from a miss", i, got)
+		}
+	}
+	if _, err := b.DB.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query ILIKE 'LISTEN%'`); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range replicas {
+		eventually(t, within, func() bool { return b.userStatus(r, b.Alice.Token) == http.StatusUnauthorized },
+			"replica %d: the disabled user's cached token survived the listener's reconnect", i)
+	}
+}

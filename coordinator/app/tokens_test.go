@@ -255,7 +255,7 @@ func TestFailedAuthRateLimited(t *testing.T) {
 // clientFrom is an HTTP client whose connections come from the local
 // address ip (any 127/8 address is loopback on Linux), so a test can act
 // as another client address.
-func clientFrom(t *testing.T, ip string) *http.Client {
+func clientFrom(t testing.TB, ip string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	tr := &http.Transport{DialContext: d.DialContext}
 	t.Cleanup(tr.CloseIdleConnections)

@@ -30,7 +30,7 @@ func waitAuthListeners(t testing.TB, db *sql.DB, n int) {
 	eventually(t, within, func() bool {
 		var got int
 		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND query LIKE '%`+store.AuthChannel+`%'`).Scan(&got)
+			WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND query LIKE '%` + store.AuthChannel + `%'`).Scan(&got)
 		return err == nil && got >= n
 	}, "%d replicas never listened on %s", n, store.AuthChannel)
 }

@@ -258,8 +258,12 @@ func changeIdentity(ctx context.Context, what, verb string, args []string, user 
 	var ref store.Ref
 	f := newFlags(what, "--name NAME | --id ID [flags]")
 	f.String(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
-	f.String(&ref.Name, "name", "", "name of the "+strings.TrimSuffix(what[:5], "s"))
-	f.String(&ref.ID, "id", "", "ID (UUID) of the "+strings.TrimSuffix(what[:5], "s"))
+	noun := "node"
+	if user {
+		noun = "user"
+	}
+	f.String(&ref.Name, "name", "", "name of the "+noun)
+	f.String(&ref.ID, "id", "", "ID (UUID) of the "+noun)
 	if err := parse(f, args); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,6 +69,11 @@ type Client struct {
 	trace     func(Exchange)
 	reconnect time.Duration
 	userAgent string
+	// reached says the coordinator answered once: before that, one that
+	// does not answer is reported at once (a wrong --server, a stopped
+	// coordinator), after it retried within the reconnect window (a
+	// restart).
+	reached atomic.Bool
 }
 
 // New checks opt and builds a Client.
@@ -223,6 +229,7 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		return nil, &TransportError{Method: r.method, URL: u.String(), Err: err}
 	}
 	c.traceExchange(r.method, u.String(), resp.StatusCode, start, nil)
+	c.reached.Store(true)
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp, nil
 	}
@@ -266,7 +273,7 @@ func readError(resp *http.Response) *Error {
 // answer's status.
 func (c *Client) call(ctx context.Context, r request, retry bool, out any) (int, error) {
 	var resp *http.Response
-	err := c.retrying(ctx, retry, false, func() error {
+	err := c.retrying(ctx, retry, func() error {
 		var err error
 		resp, err = c.send(ctx, r)
 		return err
@@ -284,11 +291,11 @@ func (c *Client) call(ctx context.Context, r request, retry bool, out any) (int,
 }
 
 // retrying runs f until it succeeds, fails for good, or the reconnect
-// window passes. Without retry it runs once. Without unreachable, only
-// answers that ask for a retry (429, 502-504) are retried: a coordinator
-// that never answered is reported at once, so a mistyped --server fails
-// fast. Follow and Wait pass unreachable, having reached it before.
-func (c *Client) retrying(ctx context.Context, retry, unreachable bool, f func() error) error {
+// window passes. Without retry it runs once. Answers that ask for a retry
+// (429, 502-504) are retried, and so is no answer at all once the
+// coordinator answered before (a restart); a coordinator that never
+// answered is reported at once, so a mistyped --server fails fast.
+func (c *Client) retrying(ctx context.Context, retry bool, f func() error) error {
 	b := backoff{}
 	deadline := time.Now().Add(c.reconnect)
 	for {
@@ -297,7 +304,7 @@ func (c *Client) retrying(ctx context.Context, retry, unreachable bool, f func()
 			return err
 		}
 		var te *TransportError
-		if errors.As(err, &te) && !unreachable {
+		if errors.As(err, &te) && !c.reached.Load() {
 			return err
 		}
 		if err := b.wait(ctx, err); err != nil {
@@ -387,7 +394,7 @@ const waitSlice = 60 * time.Second
 func (c *Client) Wait(ctx context.Context, id string) (*shared.CommandExecutionRecord, error) {
 	for {
 		var rec shared.CommandExecutionRecord
-		err := c.retrying(ctx, true, true, func() error {
+		err := c.retrying(ctx, true, func() error {
 			_, err := c.call(ctx, request{method: http.MethodGet, path: "/api/v1/commands/" + url.PathEscape(id), query: waitQuery(waitSlice)}, false, &rec)
 			return err
 		})

@@ -57,7 +57,7 @@ func outputRequest(id, stream string, offset int64, follow bool) request {
 func (c *Client) Output(ctx context.Context, id, stream string, offset int64, w io.Writer) (OutputInfo, error) {
 	var info OutputInfo
 	var resp *http.Response
-	err := c.retrying(ctx, true, false, func() error {
+	err := c.retrying(ctx, true, func() error {
 		var err error
 		resp, err = c.send(ctx, outputRequest(id, stream, offset, false))
 		return err
@@ -94,10 +94,6 @@ type Follower struct {
 	// lastGood is when a connection was last opened or bytes last came;
 	// the reconnect window counts from it.
 	lastGood time.Time
-	// connected says a connection was opened once: before that, a
-	// coordinator that does not answer is reported at once (a wrong
-	// --server), not retried.
-	connected bool
 	// OnReconnect, if set, is told of each connection lost before the end
 	// (for -v).
 	OnReconnect func(offset int64, cause error)
@@ -166,11 +162,10 @@ func (f *Follower) connect() error {
 		if err == nil {
 			f.resp = resp
 			f.lastGood = time.Now()
-			f.connected = true
 			return nil
 		}
 		var te *TransportError
-		if !temporary(err) || time.Since(f.lastGood) > f.c.reconnect || (!f.connected && errors.As(err, &te)) {
+		if !temporary(err) || time.Since(f.lastGood) > f.c.reconnect || (!f.c.reached.Load() && errors.As(err, &te)) {
 			return err
 		}
 		if err := f.b.wait(f.ctx, err); err != nil {

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -333,5 +335,80 @@ func TestCLIResumesAcrossCoordinatorRestart(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "resuming") {
 		t.Fatalf("stderr %q: the follow was never resumed, so the test did not test a resume", errb.String())
+	}
+}
+
+// cuttingProxy forwards TCP connections to target and cuts each one once
+// it has sent limit bytes of the answer back: a network, load balancer or
+// coordinator that drops long answers midway.
+func cuttingProxy(t *testing.T, target string, limit int64) (addr string, cuts *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	cuts = &atomic.Int64{}
+	go func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer down.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, down) }()
+				if n, _ := io.Copy(down, io.LimitReader(up, limit)); n == limit {
+					cuts.Add(1)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), cuts
+}
+
+// TestClientFollowResumesAcrossCutConnections: every connection is cut
+// after 64 KiB of answer; the client's Follow reconnects from the offset it
+// reached each time, and reads 1 MiB of random bytes exactly, ending with
+// the final status from the trailer.
+func TestClientFollowResumesAcrossCutConnections(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	c := s.container()
+	s.startAgent()
+	s.waitReported(c)
+	data := make([]byte, 1<<20)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	c.WriteFile(t, "/data/1MiB-binary", data, 0o644)
+	// Written slowly, in 16 pieces, so the follow is live for part of it.
+	rec := s.submit(c.ID, "sh", "-c", `i=0; while [ $i -lt 16 ]; do dd if=/data/1MiB-binary bs=65536 skip=$i count=1 2>/dev/null; i=$((i+1)); sleep 0.1; done`)
+
+	addr, cuts := cuttingProxy(t, s.addr, 64<<10)
+	cl, err := client.New(client.Options{Server: "http://" + addr, Token: s.userToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f := cl.Follow(ctx, rec.ID, shared.StreamStdout, 0)
+	defer f.Close()
+	var reconnects int
+	f.OnReconnect = func(int64, error) { reconnects++ }
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatalf("follow: %v after %d bytes", err, len(got))
+	}
+	if !bytes.Equal(got, data) || f.Info().Status != shared.StatusSucceeded {
+		t.Fatalf("%d bytes (equal %v), status %q; want the 1 MiB exactly and succeeded", len(got), bytes.Equal(got, data), f.Info().Status)
+	}
+	if cuts.Load() < 16 || reconnects < 16 {
+		t.Fatalf("%d connections cut, %d reconnects: want at least 16 of each, or nothing was tested", cuts.Load(), reconnects)
 	}
 }

@@ -241,7 +241,7 @@ func TestCLI(t *testing.T) {
 		// at the end of the test stops it.
 	})
 
-	t.Run("detach, wait, logs, get, ls, containers, cancel", func(t *testing.T) {
+	t.Run("detach, wait, attach, logs, get, ls, containers, cancel", func(t *testing.T) {
 		r := runCLI(t, env, "exec", "--detach", c.ID, "--", "sh", "-c", `printf 'a\000b\377'; echo e >&2; exit 3`)
 		id := strings.TrimSpace(string(r.stdout))
 		if r.code != 0 || uuid.Validate(id) != nil {
@@ -249,6 +249,9 @@ func TestCLI(t *testing.T) {
 		}
 		if r := runCLI(t, env, "wait", id); r.code != 3 || !strings.Contains(string(r.stdout), "failed (exited, exit code 3)") {
 			t.Fatalf("wait: exit %d, stdout %q, stderr %q; want 3", r.code, r.stdout, r.stderr)
+		}
+		if r := runCLI(t, env, "attach", id); r.code != 3 || string(r.stdout) != "a\x00b\xff" || string(r.stderr) != "e\n" {
+			t.Fatalf("attach: exit %d, stdout %q, stderr %q; want 3 and the output as exec shows it", r.code, r.stdout, r.stderr)
 		}
 		if r := runCLI(t, env, "logs", "--stream", "stdout", id); r.code != 0 || string(r.stdout) != "a\x00b\xff" || len(r.stderr) != 0 {
 			t.Fatalf("logs --stream stdout: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)

@@ -1,10 +1,10 @@
-// Package app is the execq command line: the cobra commands (exec, logs,
+// Package app is the execq command line: the cobra commands (exec, attach, logs,
 // get, wait, cancel, ls, containers, version), their configuration from
 // flags and EXECQ_* variables, and how API errors and command outcomes
 // become one-line messages and exit statuses. It talks to the coordinator
 // only through package client, the typed client of the public API.
 //
-// Exit statuses of exec and wait (the table is also in the README and in
+// Exit statuses of exec, attach and wait (the table is also in the README and in
 // `execq exec --help`), in the manner of timeout(1), ssh and docker:
 //
 //	0-255  the program exited with this status

@@ -48,7 +48,7 @@ shows it), copies the program's stdout and stderr to execq's own as they are wri
 exact bytes), and exits with the program's exit status.
 
 Ctrl-C cancels the command (SIGTERM, then SIGKILL after --grace); a second Ctrl-C stops
-waiting and prints the command's ID, for execq wait or execq logs -f. A connection lost
+waiting and prints the command's ID, for execq attach, execq wait or execq logs -f. A connection lost
 to the coordinator (a restart, a failover) is resumed where it stopped: nothing is shown
 twice or lost. Every submit carries an Idempotency-Key (--idempotency-key, or a random
 one), so a retried submit never runs the program twice.
@@ -58,17 +58,66 @@ one), so a retried submit never runs the program twice.
   execq exec f47ac10b-58cc-4372-a567-0e02b2c3d479 -- sh -c 'echo out; echo err >&2; exit 7'
   execq exec --timeout 10m --detach db-1 -- /usr/local/bin/backup`,
 		Args:        cobra.MinimumNArgs(2),
-		Annotations: map[string]string{annotExitTable: "1"},
+		Annotations: map[string]string{annotExitTable: "1", annotOwnSignals: "1"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.runExec(cmd, args, o)
 		},
 	}
+	cmd.ValidArgsFunction = c.completeContainer
 	f := cmd.Flags()
 	f.BoolVarP(&o.detach, "detach", "d", false, "print the command's ID once it is queued and return")
 	f.DurationVar(&o.timeout, "timeout", 0, "stop the program after this long running (e.g. 30s, 10m; default: the coordinator's)")
 	f.DurationVar(&o.queueTimeout, "queue-timeout", 0, "give up if no agent started it within this long (default: the coordinator's)")
 	f.DurationVar(&o.grace, "grace", 0, "on Ctrl-C, time between SIGTERM and SIGKILL (default: the coordinator's)")
 	f.StringVar(&o.idempotencyKey, "idempotency-key", "", "submit at most once per key within 24 h (default: a random key, so retries within this run are safe)")
+	return cmd
+}
+
+// completeContainer offers the container names for exec's first argument
+// (shell completion asks the coordinator with the same settings).
+func (c *cli) completeContainer(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 || cmd.ArgsLenAtDash() >= 0 {
+		return nil, cobra.ShellCompDirectiveDefault
+	}
+	if c.client == nil && c.setup(cmd) != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	list, err := c.client.Containers(cmd.Context())
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []cobra.Completion
+	for _, ci := range list.Containers {
+		names = append(names, cobra.CompletionWithDesc(ci.Name, ci.ID))
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+func (c *cli) attachCommand() *cobra.Command {
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "attach ID",
+		Short: "Follow a command's output live and exit with its status, as exec does",
+		Long: `attach picks up command ID as execq exec would have shown it: its stdout and stderr from the
+start, live until it ends, then its exit status. Ctrl-C cancels it, a second Ctrl-C stops
+waiting.
+
+` + exitTable,
+		Args:        cobra.ExactArgs(1),
+		Annotations: map[string]string{annotExitTable: "1", annotOwnSignals: "1"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rec, err := c.client.Get(cmd.Context(), args[0], 0)
+			if err != nil {
+				return err
+			}
+			var g shared.Seconds
+			if cmd.Flags().Changed("grace") {
+				g = shared.Secs(wholeSeconds(grace))
+			}
+			return c.attach(cmd.Context(), rec, g, true)
+		},
+	}
+	cmd.Flags().DurationVar(&grace, "grace", 0, "on Ctrl-C, time between SIGTERM and SIGKILL (default: the coordinator's)")
 	return cmd
 }
 
@@ -145,7 +194,7 @@ func (c *cli) attach(ctx context.Context, rec *shared.CommandExecutionRecord, gr
 		case err := <-done:
 			sp.Stop()
 			if err != nil {
-				return fmt.Errorf("%w (the command goes on: execq logs -f %s)", err, id)
+				return fmt.Errorf("%w (the command goes on: execq attach %s)", err, id)
 			}
 			final, err := c.client.Get(ctx, id, 0)
 			if err != nil {
@@ -173,7 +222,7 @@ func (c *cli) attach(ctx context.Context, rec *shared.CommandExecutionRecord, gr
 				continue
 			}
 			stop()
-			fmt.Fprintf(c.env.Stderr, "execq: stopped waiting for command %s; it may still be running (execq wait %s, execq logs -f %s)\n", id, id, id)
+			fmt.Fprintf(c.env.Stderr, "execq: stopped waiting for command %s; it may still be running (execq attach %s picks it up again)\n", id, id)
 			return &ExitError{Code: ExitCancelled}
 		}
 	}

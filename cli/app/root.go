@@ -25,7 +25,7 @@ const (
 	ExitExecqError  = 125
 	ExitCannotStart = 126
 	ExitCancelled   = 130
-	// exitError is what commands other than exec and wait exit with on an
+	// exitError is what commands other than exec, attach and wait exit with on an
 	// error.
 	exitError = 1
 )
@@ -136,10 +136,14 @@ Flags override the environment.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%w (execq %s --help)", err, cmd.Name())
 	})
-	root.AddCommand(c.execCommand(), c.logsCommand(), c.getCommand(), c.waitCommand(), c.cancelCommand(),
+	root.AddCommand(c.execCommand(), c.attachCommand(), c.logsCommand(), c.getCommand(), c.waitCommand(), c.cancelCommand(),
 		c.lsCommand(), c.containersCommand(), c.versionCommand())
 	return root
 }
+
+// annotOwnSignals marks the commands that act on each interrupt themselves
+// (exec, attach); the others stop at the first.
+const annotOwnSignals = "execq-own-signals"
 
 // annotNoClient marks commands that need no server.
 const annotNoClient = "execq-no-client"
@@ -207,9 +211,9 @@ func (c *cli) setup(cmd *cobra.Command) error {
 		return err
 	}
 	c.client = cl
-	// Every command but exec stops at the first interrupt; exec counts
-	// the presses itself.
-	if cmd.Name() != "exec" && c.env.Signals != nil {
+	// Every command but exec and attach stops at the first interrupt;
+	// those two count the presses themselves.
+	if cmd.Annotations[annotOwnSignals] == "" && c.env.Signals != nil {
 		ctx, cancel := context.WithCancel(cmd.Context())
 		go func() {
 			select {

@@ -5,6 +5,7 @@
 //	execq-coordinator migrate [--database-url URL]
 //	execq-coordinator users create --name NAME [--admin]
 //	execq-coordinator nodes create --name HOST
+//	execq-coordinator grants add|list|revoke
 //	execq-coordinator help [COMMAND]
 //
 // Flags and their EXECQ_* variables follow package envflag, as execq-agent's
@@ -33,6 +34,10 @@ const usage = `usage:
   execq-coordinator migrate [flags]                  apply pending migrations and exit
   execq-coordinator users create --name NAME [--admin]   create a user; prints {"user_id","token"}
   execq-coordinator nodes create --name HOST         create a node identity for one agent; prints {"node_id","token"}
+  execq-coordinator grants add --user NAME --selector SEL   let a user use the containers SEL matches
+                                                     (e.g. node=host-1,team=db); prints the grant with "grant_id"
+  execq-coordinator grants list                      every grant, as JSON
+  execq-coordinator grants revoke --id ID            delete a grant; prints it
   execq-coordinator help [COMMAND]                   this text, or a command's flags
 Every flag can be set by the EXECQ_* variable shown in its help ([$EXECQ_…]);
 an empty variable counts as unset, and a flag wins over its variable.
@@ -73,6 +78,8 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		return serve(ctx, args[1:], log)
 	case "migrate":
 		return migrate(ctx, args[1:], log)
+	case "grants":
+		return grants(ctx, args[1:])
 	case "users", "nodes":
 		if len(args) >= 2 && args[1] == "create" {
 			return createIdentity(ctx, args[0]+" create", args[2:], args[0] == "users")

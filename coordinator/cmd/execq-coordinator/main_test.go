@@ -62,6 +62,9 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"migrate", "-h"}, []string{"[$EXECQ_DATABASE_URL]"}},
 		{[]string{"users", "create", "-h"}, []string{"--name", "--admin", "[$EXECQ_DATABASE_URL]"}},
 		{[]string{"nodes", "create", "--help"}, []string{"--name", "[$EXECQ_DATABASE_URL]"}},
+		{[]string{"grants", "add", "-h"}, []string{"--user", "--selector", "[$EXECQ_DATABASE_URL]"}},
+		{[]string{"grants", "revoke", "-h"}, []string{"--id"}},
+		{[]string{"help", "grants"}, []string{"grants add --user NAME --selector SEL"}},
 	} {
 		code, stdout, stderr := runMain(t, nil, tc.args...)
 		if code != 0 {

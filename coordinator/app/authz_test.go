@@ -73,7 +73,8 @@ func (w *authzWorld) submitted(user identity, container string) string {
 	return rec.ID
 }
 
-// TestAuthorizationMatrix asserts the exact status of every user route for
+// TestAuthorizationMatrix asserts the exact status of every user route
+// (submit, get, output, follow, cancel, history, containers, grants) for
 // an admin, a granted user, a user without grants and a user whose grant
 // was revoked, on a granted and an ungranted container and on commands of
 // their own and of others.
@@ -123,6 +124,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"cancel", http.MethodPost, commandPath(rexCancel) + "/cancel", want{"rex": 200}},
 		{"cancel", http.MethodPost, commandPath(rootCancel) + "/cancel", want{"root": 200}},
 		{"cancel", http.MethodPost, commandPath(rexCmd) + "/cancel", want{"root": 200}},
+		// Follow the output (the cancelled commands are terminal, so a
+		// follow allowed ends at once).
+		{"follow", http.MethodGet, commandPath(ginaCancel) + "/output?follow=true", want{"root": 200, "gina": 200, "ursula": 404, "rex": 404}},
+		{"follow", http.MethodGet, commandPath(rexCancel) + "/output?follow=true&stream=stderr", want{"root": 200, "gina": 404, "ursula": 404, "rex": 200}},
+		{"follow", http.MethodGet, commandPath(rootCancel) + "/output?follow=true", want{"root": 200, "gina": 404, "ursula": 404, "rex": 404}},
 	} {
 		for _, name := range slices.Sorted(stdmaps.Keys(tc.want)) {
 			var body any

@@ -28,9 +28,12 @@ type Config struct {
 	Heartbeat time.Duration
 	// MaxWait caps a long-poll's wait.
 	MaxWait time.Duration
-	// OutputCap bounds the bytes stored per stream; the rest is counted and
-	// the record marked truncated.
+	// OutputCap bounds the bytes stored per stream; past it the head and
+	// the tail are kept, the middle counted and the record marked truncated.
 	OutputCap int64
+	// OutputTail is the part of OutputCap kept from a stream's end; agents
+	// are told it with the cap.
+	OutputTail int64
 	// AuthCacheTTL is how long a successful token lookup is reused (0 turns
 	// the cache off).
 	AuthCacheTTL time.Duration
@@ -177,6 +180,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (flush, write
+// deadlines) through the recorder.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func muxVar(r *http.Request, name string) string { return mux.Vars(r)[name] }
 

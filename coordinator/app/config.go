@@ -34,8 +34,12 @@ type Config struct {
 	// ReapInterval is how often the reaper runs (EXECQ_REAP_INTERVAL).
 	ReapInterval time.Duration
 	// OutputCap is the bytes kept per stream per command
-	// (EXECQ_OUTPUT_CAP_BYTES); past it the record says truncated.
+	// (EXECQ_OUTPUT_CAP_BYTES): past it the head and the tail of the stream
+	// are kept, the middle is dropped and the record says truncated.
 	OutputCap int64
+	// OutputTail is how much of the cap goes to a stream's tail
+	// (EXECQ_OUTPUT_TAIL_BYTES); 0 means half. The rest is the head.
+	OutputTail int64
 	// AuthCacheTTL is how long a verified token is trusted without asking
 	// the database again (EXECQ_AUTH_CACHE_TTL); 0 disables the cache.
 	AuthCacheTTL time.Duration
@@ -69,7 +73,7 @@ func DefaultConfig() Config {
 		MaxWait:        30 * time.Second,
 		SafetyPoll:     5 * time.Second,
 		ReapInterval:   time.Second,
-		OutputCap:      64 << 20,
+		OutputCap:      16 << 20,
 		ShutdownGrace:  10 * time.Second,
 		AuthCacheTTL:   10 * time.Second,
 
@@ -80,6 +84,17 @@ func DefaultConfig() Config {
 		DefaultGrace:        10 * time.Second,
 		MaxGrace:            5 * time.Minute,
 	}
+}
+
+// maxOutputCap keeps a stream within what one bytea value may hold.
+const maxOutputCap = 512 << 20
+
+// outputTail is the tail part of the cap: OutputTail, or half the cap.
+func (c Config) outputTail() int64 {
+	if c.OutputTail == 0 {
+		return c.OutputCap / 2
+	}
+	return c.OutputTail
 }
 
 // Validate reports the first setting an operator must fix.
@@ -105,8 +120,10 @@ func (c Config) Validate() error {
 		return errors.New("--reap-interval (EXECQ_REAP_INTERVAL) must be positive")
 	case c.AuthCacheTTL < 0:
 		return errors.New("--auth-cache-ttl (EXECQ_AUTH_CACHE_TTL) must not be negative")
-	case c.OutputCap < 1024:
-		return errors.New("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be at least 1024")
+	case c.OutputCap < 1024 || c.OutputCap > maxOutputCap:
+		return fmt.Errorf("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be 1024..%d (PostgreSQL's bytea limit)", maxOutputCap)
+	case c.OutputTail < 0 || c.OutputTail >= c.OutputCap:
+		return errors.New("--output-tail-bytes (EXECQ_OUTPUT_TAIL_BYTES) must be 0 (half the cap) or less than --output-cap-bytes, so some head is kept")
 	}
 	return c.validateControl()
 }

@@ -72,10 +72,7 @@ func TestChunksInOneStatement(t *testing.T) {
 		t.Errorf("offsets %+v, want %d and %d", rn.Offsets, len(want["stdout"]), len(want["stderr"]))
 	}
 	for name, stream := range map[string]int{"stdout": streamStdout, "stderr": streamStderr} {
-		out, err := f.st.Output(f.ctx, c.ID, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
+		out := f.readAll(c.ID, stream)
 		if !bytes.Equal(out.Data, want[name]) {
 			t.Errorf("%s: %d bytes stored, want %d: %q", name, len(out.Data), len(want[name]), out.Data)
 		}

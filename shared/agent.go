@@ -142,10 +142,12 @@ const (
 	// MaxAttempt is the largest lease attempt: the coordinator stores it as
 	// a PostgreSQL integer.
 	MaxAttempt = 1<<31 - 1
-	// MaxWaitMillis bounds wait_ms of the lease and control long-polls. The
-	// coordinator shortens a wait to its own maximum; this bound only keeps
-	// the number meaningful (a larger one overflowed the wait).
-	MaxWaitMillis = 3600 * 1000
+	// MaxWaitMillis bounds wait_ms of the lease and control long-polls
+	// (about 24.8 days, the largest 32-bit number). The coordinator shortens
+	// any wait to its own maximum, so asking for a day is fine; the bound
+	// only keeps the number meaningful (a larger one overflowed the wait
+	// into a negative duration).
+	MaxWaitMillis = 1<<31 - 1
 )
 
 // Chunk is a run of output bytes at a byte offset of one stream. Data is

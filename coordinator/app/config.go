@@ -43,6 +43,12 @@ type Config struct {
 	// AuthCacheTTL is how long a verified token is trusted without asking
 	// the database again (EXECQ_AUTH_CACHE_TTL); 0 disables the cache.
 	AuthCacheTTL time.Duration
+	// AuthFailInterval and AuthFailBurst rate-limit failed authentications
+	// per client address (EXECQ_AUTH_FAIL_INTERVAL, EXECQ_AUTH_FAIL_BURST):
+	// AuthFailBurst failures at once, then one per AuthFailInterval; past
+	// that the address gets 429 with Retry-After.
+	AuthFailInterval time.Duration
+	AuthFailBurst    int
 	// ShutdownGrace bounds how long in-flight requests may finish at stop
 	// (EXECQ_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration
@@ -76,6 +82,9 @@ func DefaultConfig() Config {
 		OutputCap:      16 << 20,
 		ShutdownGrace:  10 * time.Second,
 		AuthCacheTTL:   10 * time.Second,
+
+		AuthFailInterval: time.Second,
+		AuthFailBurst:    20,
 
 		DefaultTimeout:      time.Hour,
 		MaxTimeout:          24 * time.Hour,
@@ -120,6 +129,10 @@ func (c Config) Validate() error {
 		return errors.New("--reap-interval (EXECQ_REAP_INTERVAL) must be positive")
 	case c.AuthCacheTTL < 0:
 		return errors.New("--auth-cache-ttl (EXECQ_AUTH_CACHE_TTL) must not be negative")
+	case c.AuthFailInterval <= 0 || c.AuthFailInterval > time.Hour:
+		return errors.New("--auth-fail-interval (EXECQ_AUTH_FAIL_INTERVAL) must be positive and at most 1h")
+	case c.AuthFailBurst < 1:
+		return errors.New("--auth-fail-burst (EXECQ_AUTH_FAIL_BURST) must be at least 1")
 	case c.OutputCap < 1024 || c.OutputCap > maxOutputCap:
 		return fmt.Errorf("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be 1024..%d (PostgreSQL's bytea limit)", maxOutputCap)
 	case c.OutputTail < 0 || c.OutputTail >= c.OutputCap:

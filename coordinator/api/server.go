@@ -37,6 +37,10 @@ type Config struct {
 	// AuthCacheTTL is how long a successful token lookup is reused (0 turns
 	// the cache off).
 	AuthCacheTTL time.Duration
+	// AuthFailInterval and AuthFailBurst rate-limit failed authentications
+	// per client address: AuthFailBurst at once, then one per interval.
+	AuthFailInterval time.Duration
+	AuthFailBurst    int
 	// Limits are the timeout and grace defaults and maxima (control.go).
 	Limits Limits
 }
@@ -50,6 +54,8 @@ type Server struct {
 	log     *slog.Logger
 	users   *tokenCache[store.User]
 	nodes   *tokenCache[store.Node]
+	// failures limits failed authentications per client address.
+	failures *failLimiter
 	// notReady is the last readiness /readyz found, so only its changes
 	// are logged.
 	notReady atomic.Bool
@@ -58,7 +64,11 @@ type Server struct {
 // New builds the HTTP handler. gatherer serves /metrics.
 func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
 	s := &Server{cfg: cfg, store: st, poller: poller, metrics: m, log: log,
-		users: newTokenCache[store.User](cfg.AuthCacheTTL), nodes: newTokenCache[store.Node](cfg.AuthCacheTTL)}
+		users: newTokenCache[store.User](cfg.AuthCacheTTL), nodes: newTokenCache[store.Node](cfg.AuthCacheTTL),
+		failures: newFailLimiter(cfg.AuthFailInterval, cfg.AuthFailBurst)}
+	if poller != nil && poller.Notifier != nil {
+		poller.Notifier.OnNotify(store.AuthChannel, s.invalidate, s.flushAuth)
+	}
 	r := mux.NewRouter()
 	// gorilla/mux runs middleware (r.Use) only for a matched route, so these
 	// two are instrumented here, under one fixed route label.

@@ -43,6 +43,12 @@ type Config struct {
 	// AuthCacheTTL is how long a verified token is trusted without asking
 	// the database again (EXECQ_AUTH_CACHE_TTL); 0 disables the cache.
 	AuthCacheTTL time.Duration
+	// AuthFailInterval and AuthFailBurst rate-limit failed authentications
+	// per client address (EXECQ_AUTH_FAIL_INTERVAL, EXECQ_AUTH_FAIL_BURST):
+	// AuthFailBurst failures at once, then one per AuthFailInterval; past
+	// that the address gets 429 with Retry-After.
+	AuthFailInterval time.Duration
+	AuthFailBurst    int
 	// ShutdownGrace bounds how long in-flight requests may finish at stop
 	// (EXECQ_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration
@@ -60,6 +66,8 @@ type Config struct {
 	// EXECQ_MAX_GRACE); whole seconds.
 	DefaultGrace time.Duration
 	MaxGrace     time.Duration
+	// TLS serves HTTPS, optionally with client certificates (tls.go).
+	TLS TLSConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -77,12 +85,17 @@ func DefaultConfig() Config {
 		ShutdownGrace:  10 * time.Second,
 		AuthCacheTTL:   10 * time.Second,
 
+		AuthFailInterval: time.Second,
+		AuthFailBurst:    20,
+
 		DefaultTimeout:      time.Hour,
 		MaxTimeout:          24 * time.Hour,
 		DefaultQueueTimeout: time.Hour,
 		MaxQueueTimeout:     7 * 24 * time.Hour,
 		DefaultGrace:        10 * time.Second,
 		MaxGrace:            5 * time.Minute,
+
+		TLS: TLSConfig{ReloadInterval: DefaultTLSReloadInterval},
 	}
 }
 
@@ -99,6 +112,9 @@ func (c Config) outputTail() int64 {
 
 // Validate reports the first setting an operator must fix.
 func (c Config) Validate() error {
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
 	switch {
 	case c.DatabaseURL == "":
 		return errors.New("--database-url (EXECQ_DATABASE_URL) is required, e.g. postgres://execq@localhost/execq?sslmode=disable")
@@ -120,6 +136,10 @@ func (c Config) Validate() error {
 		return errors.New("--reap-interval (EXECQ_REAP_INTERVAL) must be positive")
 	case c.AuthCacheTTL < 0:
 		return errors.New("--auth-cache-ttl (EXECQ_AUTH_CACHE_TTL) must not be negative")
+	case c.AuthFailInterval <= 0 || c.AuthFailInterval > time.Hour:
+		return errors.New("--auth-fail-interval (EXECQ_AUTH_FAIL_INTERVAL) must be positive and at most 1h")
+	case c.AuthFailBurst < 1:
+		return errors.New("--auth-fail-burst (EXECQ_AUTH_FAIL_BURST) must be at least 1")
 	case c.OutputCap < 1024 || c.OutputCap > maxOutputCap:
 		return fmt.Errorf("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be 1024..%d (PostgreSQL's bytea limit)", maxOutputCap)
 	case c.OutputTail < 0 || c.OutputTail >= c.OutputCap:

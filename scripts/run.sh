@@ -226,7 +226,16 @@ start_daemon() {
 	shift
 	CRITICAL=1
 	setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
-	echo $! >"$STATE/$name.pid"
+	local pid=$! i
+	echo "$pid" >"$STATE/$name.pid"
+	# Until it execs, the child is a copy of this shell and then setsid, and
+	# our_pid (which checks the binary) would take it for gone: a loaded
+	# machine made "the coordinator exited" out of that. Wait for the exec.
+	for ((i = 0; i < 200; i++)); do
+		[[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" == "$1"* ]] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
 	CRITICAL=0
 	if [[ -n $PENDING_SIGNAL ]]; then on_signal "$PENDING_SIGNAL"; fi
 }

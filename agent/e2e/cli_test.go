@@ -278,7 +278,7 @@ func TestCLI(t *testing.T) {
 		if r := runCLI(t, env, "ls", "--all", "-o", "wide"); r.code != 0 || !strings.Contains(string(r.stdout), "END REASON") || !strings.Contains(string(r.stdout), id) {
 			t.Fatalf("ls --all -o wide: exit %d, stdout %q", r.code, r.stdout)
 		}
-		if r := runCLI(t, env, "containers"); r.code != 0 || !strings.Contains(string(r.stdout), c.ID) {
+		if r := runCLI(t, env, "containers", "-o", "wide"); r.code != 0 || !strings.Contains(string(r.stdout), c.ID) || !strings.Contains(string(r.stdout), "container="+c.ID) {
 			t.Fatalf("containers: exit %d, stdout %q", r.code, r.stdout)
 		}
 		oneLine(t, runCLI(t, env, "cancel", id), 1, "already ended: failed")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -387,7 +388,7 @@ func (c *cli) containersCommand() *cobra.Command {
 		Short: "List the containers the agents report",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkFormat(format, false); err != nil {
+			if err := checkFormat(format, true); err != nil {
 				return err
 			}
 			list, err := c.client.Containers(cmd.Context())
@@ -398,13 +399,35 @@ func (c *cli) containersCommand() *cobra.Command {
 				return printJSON(c.env.Stdout, list)
 			}
 			tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tSTATE\tNODE\tLAST SEEN")
+			wide := format == formatWide
+			if wide {
+				fmt.Fprintln(tw, "ID\tNAME\tSTATE\tNODE\tLAST SEEN\tLABELS")
+			} else {
+				fmt.Fprintln(tw, "ID\tNAME\tSTATE\tNODE\tLAST SEEN")
+			}
 			for _, ci := range list.Containers {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ci.ID, ci.Name, ci.State, short(ci.NodeID), stamp(&ci.LastSeen))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", ci.ID, ci.Name, ci.State, short(ci.NodeID), stamp(&ci.LastSeen))
+				if wide {
+					fmt.Fprintf(tw, "\t%s", labelList(ci.Labels))
+				}
+				fmt.Fprintln(tw)
 			}
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVarP(&format, "output", "o", "", "json: the list as the API returns it")
+	cmd.Flags().StringVarP(&format, "output", "o", "", "json (the list as the API returns it) or wide (with the labels grants select on)")
 	return cmd
+}
+
+// labelList shows labels as k=v,k=v in key order.
+func labelList(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + labels[k]
+	}
+	return strings.Join(keys, ",")
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
 	"github.com/execq/execq/cli/client"
 	"github.com/execq/execq/shared"
@@ -413,5 +414,78 @@ func TestClientFollowResumesAcrossCutConnections(t *testing.T) {
 	}
 	if cuts.Load() < 16 || reconnects < 16 {
 		t.Fatalf("%d connections cut, %d reconnects: want at least 16 of each, or nothing was tested", cuts.Load(), reconnects)
+	}
+}
+
+// openPTY opens a pseudo-terminal pair: what the process under test gets
+// as its terminal, and the side the test reads.
+func openPTY(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open pty %d: %v", n, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestCLIQueuedSpinnerOnlyOnATerminal: while no agent runs the command,
+// execq exec shows "queued N s…" on a terminal's stderr, and nothing when
+// stderr is a pipe; the output that follows is the program's alone.
+func TestCLIQueuedSpinnerOnlyOnATerminal(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	c := s.container()
+	a := s.startAgent()
+	s.waitReported(c)
+	a.kill() // the container stays known; nothing runs its commands now
+
+	master, tty := openPTY(t)
+	onTTY := cliCommand(s.cliEnv(), "exec", c.ID, "--", "echo", "hi")
+	var ttyOut bytes.Buffer
+	onTTY.Stdout, onTTY.Stderr = &ttyOut, tty
+	var screen syncBuffer
+	go func() { _, _ = io.Copy(&screen, master) }()
+	piped := cliCommand(s.cliEnv(), "exec", c.ID, "--", "echo", "hi")
+	var pipedOut, pipedErr bytes.Buffer
+	piped.Stdout, piped.Stderr = &pipedOut, &pipedErr
+	for _, cmd := range []*exec.Cmd{onTTY, piped} {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill() }()
+	}
+	s.eventually(30*time.Second, "the spinner on the terminal", func() bool { return strings.Contains(screen.String(), "queued 1 s…") })
+	s.startAgent()
+	for _, cmd := range []*exec.Cmd{onTTY, piped} {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("execq: %v; terminal %q, stderr %q", err, screen.String(), pipedErr.String())
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("execq still running a minute after the agent came back")
+		}
+	}
+	if ttyOut.String() != "hi\n" || pipedOut.String() != "hi\n" || pipedErr.Len() != 0 {
+		t.Fatalf("stdout %q and %q, piped stderr %q; want hi twice and no spinner without a terminal", ttyOut.String(), pipedOut.String(), pipedErr.String())
+	}
+	// The spinner's line is erased once the command left the queue.
+	if scr := screen.String(); !strings.HasSuffix(scr, "\r\033[K") {
+		t.Fatalf("terminal ends with %q, want the spinner erased", tail(scr, 80))
 	}
 }

@@ -16,5 +16,6 @@
 //	128+n  the program was killed by signal n that execq did not send
 //	130    it was cancelled (Ctrl-C, execq cancel), or execq stopped waiting
 //
-// Other commands exit 0 on success and 1 on any error.
+// Other commands exit 0 on success and 1 on any error; any command
+// interrupted while it waits (Ctrl-C) exits 130.
 package app

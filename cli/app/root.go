@@ -92,6 +92,10 @@ func Main(args []string, env Env) int {
 	if cmd != nil && cmd.Annotations[annotExitTable] != "" {
 		code = ExitExecqError
 	}
+	if errors.Is(err, context.Canceled) {
+		// Ctrl-C while waiting (wait, logs -f): the shell's convention.
+		code = ExitCancelled
+	}
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		code = ee.Code

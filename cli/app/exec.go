@@ -121,6 +121,38 @@ waiting.
 	return cmd
 }
 
+// interruptible runs f with a context that the first interrupt cancels,
+// for the calls before exec follows the command (which counts the presses
+// itself): a slow or retrying submit can be stopped too.
+func (c *cli) interruptible(ctx context.Context, f func(context.Context) (*shared.CommandExecutionRecord, error)) (*shared.CommandExecutionRecord, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := make(chan struct{})
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		select {
+		case <-c.env.Signals:
+			cancel()
+		case <-stop:
+		}
+	}()
+	rec, err := f(ctx)
+	close(stop)
+	<-watching // no interrupt is taken from attach after this
+	return rec, err
+}
+
+func (c *cli) interruptibleString(ctx context.Context, f func(context.Context) (string, error)) (string, error) {
+	var s string
+	_, err := c.interruptible(ctx, func(ctx context.Context) (*shared.CommandExecutionRecord, error) {
+		var err error
+		s, err = f(ctx)
+		return nil, err
+	})
+	return s, err
+}
+
 // wholeSeconds rounds a duration up to whole seconds, the API's unit.
 func wholeSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
 
@@ -132,7 +164,9 @@ func (c *cli) runExec(cmd *cobra.Command, args []string, o execOptions) error {
 	case dash > 1:
 		return fmt.Errorf("one CONTAINER before --, got %d arguments: execq exec CONTAINER -- PROGRAM [ARGS...]", dash)
 	}
-	containerID, err := c.client.ResolveContainer(ctx, args[0])
+	containerID, err := c.interruptibleString(ctx, func(ctx context.Context) (string, error) {
+		return c.client.ResolveContainer(ctx, args[0])
+	})
 	if err != nil {
 		return err
 	}
@@ -151,7 +185,12 @@ func (c *cli) runExec(cmd *cobra.Command, args []string, o execOptions) error {
 	if key == "" {
 		key = "execq-" + uuid.NewString()
 	}
-	rec, err := c.client.Submit(ctx, containerID, req, client.SubmitOptions{IdempotencyKey: key})
+	rec, err := c.interruptible(ctx, func(ctx context.Context) (*shared.CommandExecutionRecord, error) {
+		return c.client.Submit(ctx, containerID, req, client.SubmitOptions{IdempotencyKey: key})
+	})
+	if errors.Is(err, context.Canceled) {
+		return &ExitError{Code: ExitCancelled, Message: fmt.Sprintf("interrupted before the coordinator answered; if it queued the command, execq ls shows it (Idempotency-Key %s)", key)}
+	}
 	if err != nil {
 		return err
 	}

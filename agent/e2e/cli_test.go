@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execq/execq/cli/client"
+	"github.com/execq/execq/internal/testpki"
 	"github.com/execq/execq/shared"
 )
 
@@ -488,4 +489,26 @@ func TestCLIQueuedSpinnerOnlyOnATerminal(t *testing.T) {
 	if scr := screen.String(); !strings.HasSuffix(scr, "\r\033[K") {
 		t.Fatalf("terminal ends with %q, want the spinner erased", tail(scr, 80))
 	}
+}
+
+// TestCLIOverTLS: execq verifies an https:// coordinator against
+// --ca-file (or EXECQ_CA_FILE), follows live output over it, and without
+// the CA says in one line that the certificate is not trusted.
+func TestCLIOverTLS(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t, "e2e-cli")
+	s := newStack(t, stackOptions{tls: &stackTLS{ca: ca, server: issue(t, ca, testpki.Options{Name: "coordinator",
+		Hosts: []string{"127.0.0.1", "localhost"}})}})
+	c := s.container()
+	s.startAgent(s.agentTLSArgs()...)
+	s.waitReported(c)
+
+	r := runCLI(t, s.cliEnv(), "--ca-file", ca.File, "exec", c.ID, "--", "sh", "-c", "echo over tls; echo err >&2; exit 3")
+	if r.code != 3 || string(r.stdout) != "over tls\n" || string(r.stderr) != "err\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 3, the output over TLS", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, s.cliEnv("EXECQ_CA_FILE="+ca.File), "containers"); r.code != 0 || !strings.Contains(string(r.stdout), c.ID) {
+		t.Fatalf("EXECQ_CA_FILE: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	oneLine(t, runCLI(t, s.cliEnv(), "exec", c.ID, "--", "true"), 125, "certificate")
 }

@@ -510,5 +510,5 @@ func TestCLIOverTLS(t *testing.T) {
 	if r := runCLI(t, s.cliEnv("EXECQ_CA_FILE="+ca.File), "containers"); r.code != 0 || !strings.Contains(string(r.stdout), c.ID) {
 		t.Fatalf("EXECQ_CA_FILE: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	oneLine(t, runCLI(t, s.cliEnv(), "exec", c.ID, "--", "true"), 125, "certificate")
+	oneLine(t, runCLI(t, s.cliEnv(), "exec", c.ID, "--", "true"), 125, "--ca-file")
 }

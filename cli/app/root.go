@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -245,6 +246,10 @@ func describe(err error) string {
 		case "unknown_container":
 			msg += "; execq containers lists the containers"
 		}
+	}
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) {
+		msg += "; give the CA that signed the coordinator's certificate with --ca-file or EXECQ_CA_FILE"
 	}
 	if errors.Is(err, context.Canceled) {
 		return "interrupted"

@@ -128,6 +128,7 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		{[]string{"exec", "c1"}, ExitExecqError, "requires at least 2 arg(s)"},
 		{[]string{"exec", "--", "c1", "true"}, ExitExecqError, "name the CONTAINER before --"},
 		{[]string{"exec", "--bogus", "c1", "--", "true"}, ExitExecqError, "unknown flag: --bogus"},
+		{[]string{"exec", "c1", "ls", "-l"}, ExitExecqError, "put -- before the program"},
 		{[]string{"get"}, 1, "accepts 1 arg(s)"},
 		{[]string{"ls", "-o", "yaml"}, 1, `-o "yaml"`},
 		{[]string{"logs", "--stream", "both", "x"}, 1, `--stream "both"`},

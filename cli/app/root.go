@@ -139,6 +139,10 @@ Flags override the environment.`,
 	f.StringVar(&c.opts.caFile, "ca-file", "", "CA bundle to verify an https:// server against (env EXECQ_CA_FILE)")
 	f.BoolVarP(&c.opts.verbose, "verbose", "v", false, "show each HTTP exchange on stderr (method, URL, status; never the token)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if cmd.Name() == "exec" && cmd.ArgsLenAtDash() < 0 {
+			// Most likely the program's own option, taken for execq's.
+			return fmt.Errorf("%w (put -- before the program: execq exec CONTAINER -- PROGRAM [ARGS...])", err)
+		}
 		return fmt.Errorf("%w (execq %s --help)", err, cmd.Name())
 	})
 	root.AddCommand(c.execCommand(), c.attachCommand(), c.logsCommand(), c.getCommand(), c.waitCommand(), c.cancelCommand(),

@@ -362,8 +362,14 @@ func TestOverloadShedsAndKeepsLeases(t *testing.T) {
 		t.Errorf("%d commands after the refused submit, want 1", got)
 	}
 
-	// Lease keeping goes through while the lock is still held.
+	// Lease keeping goes through while the lock is still held, for longer
+	// than the lease TTL with the reaper running every 100ms: the command
+	// is renewed, not reaped.
 	b.heartbeat(b.NodeA, lc, shared.Chunk{Stream: shared.StreamStdout, Offset: 0, Data: []byte("ok")})
+	for range 3 {
+		time.Sleep(testHeartbeat)
+		b.heartbeat(b.NodeA, lc)
+	}
 	if r := b.agent(b.NodeA, lc.ID, "finish", shared.FinishRequest{Attempt: lc.Attempt, ExitCode: exitCode(0), StdoutLength: 2}); r.Status != http.StatusOK {
 		t.Fatalf("finish while the pool is saturated: %s", r)
 	}

@@ -388,3 +388,25 @@ func TestOverloadShedsAndKeepsLeases(t *testing.T) {
 	// No longer saturated: submits are taken again.
 	b.submit(b.Alice, b.NodeA.Container, "true")
 }
+
+// TestKeyedSubmitCommittedAnswers2xx: a submit with an Idempotency-Key is a
+// transaction; the answer to its COMMIT arrives after the query timeout.
+// The command is queued, so the submit answers 202 with it.
+func TestKeyedSubmitCommittedAnswers2xx(t *testing.T) {
+	t.Parallel()
+	var p *holdProxy
+	b := setup(t, withHoldProxy(t, &p), withConfig(func(c *app.Config) { c.ReapInterval = time.Hour }))
+	hold := p.holdAnswerTo(t, "COMMIT")
+	done := make(chan response, 1)
+	go func() {
+		done <- b.submitKeyed(b.URL, submitPath(b.NodeA.Container), b.Alice.Token,
+			shared.SubmitRequest{Program: "echo", Args: []string{"held-keyed-submit"}}, "held-1")
+	}()
+	pastTheTimeout(t, hold, func() bool {
+		return count(t, b.DB, `SELECT count(*) FROM commands WHERE args = '{held-keyed-submit}'`) == 1
+	})
+	hold.Release()
+	if r := <-done; r.Status != http.StatusAccepted {
+		t.Fatalf("keyed submit whose COMMIT succeeded: %s, want 202", r)
+	}
+}

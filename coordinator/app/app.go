@@ -79,6 +79,12 @@ func (a *App) Background(ctx context.Context) error {
 	return g.Wait()
 }
 
+// HTTPServer returns the server Run serves a.Handler with, its timeouts set
+// from the configuration. Tests serve with it too.
+func (a *App) HTTPServer() *http.Server {
+	return &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second}
+}
+
 // Run serves HTTP on cfg.Listen with the background loops until ctx ends,
 // then drains: parked polls answer empty at once, other requests get
 // ShutdownGrace to finish.
@@ -87,7 +93,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := a.HTTPServer()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Background(gctx) })
 	g.Go(func() error {

@@ -71,6 +71,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("invalid_field", "wait_ms must not be negative")
 	}
 	wait := min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait)
+	s.holdFor(w, wait)
 	cmds, err := s.poller.Poll(r.Context(), nodeFrom(r).ID, req.Max, wait)
 	if err != nil {
 		return err

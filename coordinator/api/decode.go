@@ -36,6 +36,8 @@ func jsonError(err error, limit int64) *Error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case isTimeout(err):
+		return errBodyTimeout
 	case errors.As(err, &tooBig):
 		return &Error{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d bytes", limit)}
 	case errors.Is(err, io.EOF):

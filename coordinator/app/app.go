@@ -64,6 +64,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Limits: api.Limits{DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 			DefaultQueueTimeout: cfg.DefaultQueueTimeout, MaxQueueTimeout: cfg.MaxQueueTimeout,
 			DefaultGrace: cfg.DefaultGrace, MaxGrace: cfg.MaxGrace},
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
+		MaxLargeReads: cfg.MaxLargeReads, MaxLargeReadQueue: cfg.MaxLargeReadQueue,
 	}, st, poller, m, reg, log)
 	return a, nil
 }
@@ -81,8 +83,20 @@ func (a *App) Background(ctx context.Context) error {
 
 // HTTPServer returns the server Run serves a.Handler with, its timeouts set
 // from the configuration. Tests serve with it too.
+//
+// Only the header read, idle and write bounds are the server's own: the
+// body's read deadline and each write's deadline are set per request by
+// the handler (api/deadlines.go), since a connection-wide ReadTimeout would
+// cancel every long-poll when it passed. WriteTimeout here is the backstop
+// for the first write (and bounds a TLS handshake's writes); the handler
+// extends it per write, and long-polls and output follows extend theirs.
 func (a *App) HTTPServer() *http.Server {
-	return &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second}
+	return &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: min(10*time.Second, a.cfg.ReadTimeout),
+		IdleTimeout:       a.cfg.IdleTimeout,
+		WriteTimeout:      a.cfg.WriteTimeout,
+	}
 }
 
 // Run serves HTTP on cfg.Listen with the background loops until ctx ends,

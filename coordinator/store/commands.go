@@ -134,6 +134,48 @@ func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
 	return c, interpretError(err)
 }
 
+// CommandHead is a command with the sizes of its stored output, read
+// without the output itself: a record with large output is sent from it in
+// slices (OutputSlice), so a read costs O(slice), not O(output).
+type CommandHead struct {
+	Command
+	StdoutSize int64 `db:"stdout_size"`
+	StderrSize int64 `db:"stderr_size"`
+}
+
+// GetHead returns a command and the sizes of its stored streams.
+// octet_length reads the size from a TOAST pointer's header, so the output
+// is neither fetched nor decompressed.
+func (s *Store) GetHead(ctx context.Context, id string) (CommandHead, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	var c CommandHead
+	err := s.db.GetContext(ctx, &c, `SELECT `+commandCols+`, octet_length(stdout) AS stdout_size, octet_length(stderr) AS stderr_size
+		FROM commands WHERE id = $1`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	return c, interpretError(err)
+}
+
+// OutputSlice returns up to n bytes of a command's stored stream from
+// offset off (0-based). Only the assembled column of a terminal command is
+// read, which never changes once written; ErrNotFound if the row is gone.
+func (s *Store) OutputSlice(ctx context.Context, id string, stream int, off int64, n int) ([]byte, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	col := "stdout"
+	if stream == streamStderr {
+		col = "stderr"
+	}
+	var data []byte
+	err := s.db.GetContext(ctx, &data, `SELECT substring(`+col+` FROM $2 FOR $3) FROM commands WHERE id = $1`, id, off+1, n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return data, interpretError(err)
+}
+
 // StreamOutput is one stream's exact bytes, with what the API needs to
 // authorise and label them.
 type StreamOutput struct {

@@ -188,11 +188,11 @@ func liveHeap() uint64 {
 }
 
 // TestSlowReadersOfALargeRecordAreBounded: ten clients ask for a record with
-// 16 MiB of output and read nothing. The coordinator must hold O(clients ×
+// 32 MiB of output and read nothing. The coordinator must hold O(clients ×
 // buffer) for them, not O(clients × output), and cut them off at the write
 // deadline. Not parallel: it measures the process's heap.
 func TestSlowReadersOfALargeRecordAreBounded(t *testing.T) {
-	const size = 16 << 20
+	const size = 32 << 20
 	const clients = 10
 	b := setup(t, withConfig(func(c *app.Config) {
 		c.WriteTimeout = 2 * time.Second
@@ -216,7 +216,7 @@ func TestSlowReadersOfALargeRecordAreBounded(t *testing.T) {
 	}
 	// Sample the live heap while the clients read nothing, until every
 	// handler has ended: the write deadline must cut each off while its
-	// client still reads nothing (16 MiB do not fit in the socket buffers
+	// client still reads nothing (32 MiB do not fit in the socket buffers
 	// of a 4 KiB receive window, so none can have completed).
 	var peak uint64
 	deadline := time.Now().Add(within)
@@ -238,13 +238,14 @@ func TestSlowReadersOfALargeRecordAreBounded(t *testing.T) {
 }
 
 // recordGETsServed counts the GET /api/v1/commands/{id} requests whose
-// handler has ended, from the replica's metrics.
+// handler has ended after starting a 200 answer, from the replica's
+// metrics.
 func (b *bundle) recordGETsServed() int {
 	b.t.Helper()
 	n := 0
 	for line := range strings.Lines(string(b.do(http.MethodGet, "/metrics", "", nil).Body)) {
 		if strings.HasPrefix(line, "execq_http_requests_total{") && strings.Contains(line, `method="GET"`) &&
-			strings.Contains(line, `route="/api/v1/commands/{id}"`) {
+			strings.Contains(line, `route="/api/v1/commands/{id}"`) && strings.Contains(line, `code="200"`) {
 			var v float64
 			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
 				b.t.Fatalf("metrics line %q: %v", line, err)

@@ -65,11 +65,15 @@ type LeaseResponse struct {
 	LeaseTTLMillis  int `json:"lease_ttl_ms"`
 	HeartbeatMillis int `json:"heartbeat_interval_ms"`
 	// OutputCapBytes is how many bytes per stream the coordinator keeps; 0
-	// means it did not say. Past the cap bytes are only counted, and the
-	// stream is marked truncated once one byte past the cap arrives, so
-	// an agent may stop sending a stream after its first cap+1 bytes and
-	// report the lengths it sent.
-	OutputCapBytes int64 `json:"output_cap_bytes,omitempty"`
+	// means it did not say. OutputTailBytes of them are the stream's end,
+	// the rest its head: the agent sends the head as it comes, counts what
+	// follows while keeping its last OutputTailBytes, and sends that tail
+	// when the program has ended, the first chunk of it marked Skip at its
+	// true offset; finish reports the true lengths. (A coordinator that
+	// gives no tail keeps the first cap bytes: the agent then sends cap+1,
+	// the extra byte marking the stream truncated, and reports those.)
+	OutputCapBytes  int64 `json:"output_cap_bytes,omitempty"`
+	OutputTailBytes int64 `json:"output_tail_bytes,omitempty"`
 }
 
 // LeasedCommand is a command leased to the calling node. Attempt identifies
@@ -125,6 +129,11 @@ type Chunk struct {
 	Stream string `json:"stream"`
 	Offset int64  `json:"offset"`
 	Data   []byte `json:"data"`
+	// Skip says the bytes between the stored end and Offset were left out
+	// on purpose: the middle of a stream past the output cap, whose tail
+	// this chunk starts. It is accepted once per stream; a chunk past the
+	// stored end without it is a gap.
+	Skip bool `json:"skip,omitempty"`
 }
 
 // HeartbeatRequest is the body of POST /agent/v1/commands/{id}/heartbeat. It

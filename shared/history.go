@@ -1,15 +1,11 @@
 package shared
 
 // HistoryEntry is one command in a history page (GET /api/v1/commands): the
-// record with its stdout and stderr left empty, and how many bytes each
-// stream holds instead. Read the output with GET /api/v1/commands/{id} or
-// /output.
+// record with its stdout and stderr left empty; its stdout_bytes and
+// stderr_bytes say how much each stream holds. Read the output with
+// GET /api/v1/commands/{id} or /output.
 type HistoryEntry struct {
 	CommandExecutionRecord
-	// StdoutBytes / StderrBytes count every byte the command wrote to the
-	// stream, including any dropped past the output cap.
-	StdoutBytes int64 `json:"stdout_bytes"`
-	StderrBytes int64 `json:"stderr_bytes"`
 }
 
 // HistoryPage is the answer of GET /api/v1/commands, newest first.

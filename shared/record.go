@@ -1,6 +1,7 @@
 package shared
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -40,15 +41,25 @@ type CommandExecutionRecord struct {
 	ExitCode   *int       `json:"exit_code"`
 	StartedAt  *time.Time `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at"`
-	// StdoutTruncated / StderrTruncated say the stream passed the output cap
-	// and only its first bytes were kept.
+	// StdoutTruncated / StderrTruncated say the stream passed the output cap:
+	// its head and tail were kept and the middle dropped, with one line
+	// "[execq: N bytes omitted]" where it was (the raw output endpoint has
+	// the bytes on either side exactly, without the line).
 	StdoutTruncated bool `json:"stdout_truncated"`
 	StderrTruncated bool `json:"stderr_truncated"`
+	// StdoutBytes / StderrBytes count every byte the command wrote to the
+	// stream (so far, while it runs), including any dropped past the cap.
+	StdoutBytes int64 `json:"stdout_bytes"`
+	StderrBytes int64 `json:"stderr_bytes"`
 
 	// Control fields (see control.go): the limits the command runs under,
 	// why it ended, and a cancel request if one was made.
 	ControlFields
 }
+
+// OmittedMarker is the line the record shows where n bytes were dropped
+// from the middle of a stream past the output cap.
+func OmittedMarker(n int64) string { return fmt.Sprintf("\n[execq: %d bytes omitted]\n", n) }
 
 // SubmitRequest is the body of POST /api/v1/containers/{id}/commands.
 type SubmitRequest struct {

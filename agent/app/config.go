@@ -50,6 +50,9 @@ type Config struct {
 	MaxBufferBytes int64
 	// ChunkBytes bounds the output bytes in one request.
 	ChunkBytes int
+	// FlushInterval is the longest output waits before it is sent, which
+	// is how far behind a follower of the output may be.
+	FlushInterval time.Duration
 
 	// InventoryInterval is how often runc's container list is checked.
 	InventoryInterval time.Duration
@@ -82,6 +85,7 @@ func Defaults() Config {
 		ReportTimeout:      worker.DefaultReportTimeout,
 		MaxBufferBytes:     worker.DefaultMaxBufferBytes,
 		ChunkBytes:         worker.DefaultChunkBytes,
+		FlushInterval:      worker.DefaultFlushInterval,
 		InventoryInterval:  inventory.DefaultInterval,
 		InventoryKeepalive: inventory.DefaultKeepalive,
 		RequestTimeout:     client.DefaultRequestTimeout,
@@ -124,6 +128,7 @@ func (c Config) Validate() error {
 		{"--grace (EXECQ_DRAIN_GRACE)", c.DrainGrace},
 		{"--kill-after (EXECQ_KILL_AFTER)", c.KillAfter},
 		{"--report-timeout (EXECQ_REPORT_TIMEOUT)", c.ReportTimeout},
+		{"--flush-interval (EXECQ_FLUSH_INTERVAL)", c.FlushInterval},
 		{"--inventory-interval (EXECQ_INVENTORY_INTERVAL)", c.InventoryInterval},
 		{"--inventory-keepalive (EXECQ_INVENTORY_KEEPALIVE)", c.InventoryKeepalive},
 		{"--request-timeout (EXECQ_REQUEST_TIMEOUT)", c.RequestTimeout},
@@ -167,5 +172,6 @@ func (c Config) workerConfig() worker.Config {
 		ReportTimeout:  c.ReportTimeout,
 		MaxBufferBytes: c.MaxBufferBytes,
 		ChunkBytes:     c.ChunkBytes,
+		FlushInterval:  c.FlushInterval,
 	}
 }

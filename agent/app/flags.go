@@ -37,6 +37,7 @@ func ParseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	b.Duration(&cfg.ReportTimeout, "report-timeout", "EXECQ_REPORT_TIMEOUT", "at shutdown, how long stopped commands are still reported")
 	b.Int64(&cfg.MaxBufferBytes, "max-buffer-bytes", "EXECQ_MAX_BUFFER_BYTES", "unacknowledged output held per command; past it the command is blocked (never dropped)")
 	b.Int(&cfg.ChunkBytes, "chunk-bytes", "EXECQ_CHUNK_BYTES", "most output bytes sent in one request")
+	b.Duration(&cfg.FlushInterval, "flush-interval", "EXECQ_FLUSH_INTERVAL", "longest output waits before it is sent (how far behind a follower may be)")
 	b.Duration(&cfg.InventoryInterval, "inventory-interval", "EXECQ_INVENTORY_INTERVAL", "how often the container list is checked for changes")
 	b.Duration(&cfg.InventoryKeepalive, "inventory-keepalive", "EXECQ_INVENTORY_KEEPALIVE", "how often an unchanged inventory is re-sent")
 	b.String(&cfg.MetricsListen, "metrics-listen", "EXECQ_METRICS_LISTEN", "host:port to serve /metrics on (off when empty)")

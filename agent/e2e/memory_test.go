@@ -20,8 +20,9 @@ func TestAgentMemoryBoundedByBuffer(t *testing.T) {
 	t.Parallel()
 	const buffer, chunk = 8 << 20, 256 << 10
 	// The cap lets all 200 MiB through the agent's buffer to the
-	// coordinator.
-	s := newStack(t, stackOptions{outputCap: 256 << 20})
+	// coordinator, as head: the tail the agent would hold in memory until
+	// the end is made small, so only the buffer is measured.
+	s := newStack(t, stackOptions{outputCap: 256 << 20, env: []string{"EXECQ_OUTPUT_TAIL_BYTES=1048576"}})
 	c := s.container()
 	a := s.startAgent("--max-buffer-bytes", strconv.Itoa(buffer), "--chunk-bytes", strconv.Itoa(chunk))
 	s.waitReported(c)

@@ -15,7 +15,8 @@ import (
 // checksum against the file the program printed.
 func TestLargeOutputExact(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{})
+	// Within the cap (the default is 16 MiB): every byte is kept.
+	s := newStack(t, stackOptions{outputCap: 32 << 20})
 	c := s.container()
 	big := make([]byte, 20<<20)
 	if _, err := rand.Read(big); err != nil {
@@ -70,9 +71,9 @@ func TestBinaryOutputExact(t *testing.T) {
 
 // TestOutputPastCapNotUploaded: the coordinator keeps 64 KiB per stream and
 // tells the agent so in the lease. A command writing 8 MiB is recorded
-// truncated with the first 64 KiB, and the agent uploads no more than the
-// cap and one chunk: what the coordinator would throw away never crosses the
-// network.
+// truncated with its first and last 32 KiB, and the agent uploads no more
+// than the cap and one chunk: what the coordinator would throw away never
+// crosses the network.
 func TestOutputPastCapNotUploaded(t *testing.T) {
 	t.Parallel()
 	const outputCap, chunk = 64 << 10, 16 << 10
@@ -89,7 +90,7 @@ func TestOutputPastCapNotUploaded(t *testing.T) {
 			got.Status, got.StdoutTruncated, got.StderrTruncated, got.Stderr)
 	}
 	if out := s.output(rec.ID, "stdout"); !bytes.Equal(out, make([]byte, outputCap)) {
-		t.Fatalf("stored stdout is %d bytes, want the first %d", len(out), outputCap)
+		t.Fatalf("stored stdout is %d bytes, want the head and tail, %d", len(out), outputCap)
 	}
 	if sent := p.outputBytes.Load(); sent > outputCap+chunk {
 		t.Fatalf("agent uploaded %d output bytes for a %d-byte cap (chunks of %d)", sent, outputCap, chunk)

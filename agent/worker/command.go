@@ -24,10 +24,11 @@ type session struct {
 	log *slog.Logger
 	hb  time.Duration // heartbeat interval the coordinator asked for
 	ttl time.Duration // lease TTL the coordinator announced
-	// sendLimit is the bytes per stream worth sending: the coordinator's
-	// output cap and one byte to mark the stream truncated (0: all).
-	sendLimit int64
-	out       *output
+	// sendLimit is the bytes per stream sent as they come: the head the
+	// coordinator keeps (0: all). tail is what is kept of the rest and
+	// sent when the program has ended (see output).
+	sendLimit, tail int64
+	out             *output
 
 	// lastRenew is when the last accepted heartbeat or start was sent, in
 	// unix nanos. The coordinator renewed the lease after it received the
@@ -63,8 +64,13 @@ func (w *Worker) newSession(cmd shared.LeasedCommand, lease *shared.LeaseRespons
 		ttl = 3 * hb
 	}
 	ttl = max(ttl, hb)
-	var sendLimit int64
-	if lease.OutputCapBytes > 0 {
+	var sendLimit, tail int64
+	switch {
+	case lease.OutputCapBytes > 0 && lease.OutputTailBytes > 0 && lease.OutputTailBytes < lease.OutputCapBytes:
+		sendLimit, tail = lease.OutputCapBytes-lease.OutputTailBytes, lease.OutputTailBytes
+	case lease.OutputCapBytes > 0:
+		// The coordinator keeps only the first cap bytes: one more marks
+		// the stream truncated.
 		sendLimit = lease.OutputCapBytes + 1
 	}
 	return &session{
@@ -74,6 +80,7 @@ func (w *Worker) newSession(cmd shared.LeasedCommand, lease *shared.LeaseRespons
 		hb:        hb,
 		ttl:       ttl,
 		sendLimit: sendLimit,
+		tail:      tail,
 		stopCh:    make(chan struct{}),
 		lostCh:    make(chan struct{}),
 		quit:      make(chan struct{}),
@@ -169,6 +176,7 @@ func (s *session) run() {
 	s.out = newOutput(w.cfg.MaxBufferBytes, int64(w.cfg.ChunkBytes), s.sendLimit, func(stream, n int) {
 		w.metrics.OutputBytes.WithLabelValues(streamNames[stream]).Add(float64(n))
 	})
+	s.out.tail = s.tail
 	go s.keep()
 
 	fin, result := s.execute(ctx)
@@ -488,6 +496,8 @@ func (s *session) handleError(op string, err error) bool {
 // most one chunk's worth. It reports false when the lease was lost.
 func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 	s.finishing.Store(true)
+	// The program has ended: the tail kept past the cap goes out now.
+	s.out.seal()
 	pause := 500 * time.Millisecond
 	for ctx.Err() == nil && !s.isLost() {
 		chunks, rest := s.out.pending(s.w.cfg.ChunkBytes)

@@ -22,8 +22,9 @@
 // # Output
 //
 // Each session captures stdout and stderr into a bounded buffer (see
-// output), sends whatever is buffered at least every FlushInterval (1s, or
-// the heartbeat interval if shorter) in chunks of at most ChunkBytes at
+// output), sends whatever is buffered at least every FlushInterval (250ms,
+// so a follower of the output sees it live; or the heartbeat interval if
+// shorter) in chunks of at most ChunkBytes at
 // byte offsets, back to back while there is a backlog. A separate keeper
 // sends an empty heartbeat whenever none was accepted for a heartbeat
 // interval, so the lease is renewed on schedule while the command is silent

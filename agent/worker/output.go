@@ -28,9 +28,13 @@ var errOutputLost = errors.New("coordinator asked to resend output it had acknow
 // request can be repeated from the acknowledged offsets: the coordinator
 // ignores what it already has and nothing is appended twice or lost.
 //
-// Past sendLimit bytes of a stream (the coordinator's output cap plus the
-// one byte that tells it the stream was truncated) bytes are counted and
-// dropped at once: the coordinator would only throw them away.
+// Past sendLimit bytes of a stream (the head the coordinator keeps) bytes
+// are not sent as they come: the last tail of them are kept in a ring and
+// the rest counted and dropped. When the program has ended, seal puts the
+// ring behind the head, and its first chunk goes out at its true offset
+// marked Skip: the coordinator keeps the head and the tail and counts the
+// middle. With no tail (a coordinator that does not keep one) the bytes
+// past sendLimit are only counted.
 //
 // It is bounded: when limit bytes are waiting for acknowledgement, writes
 // block — and so does the program, on its pipe — until an acknowledgement
@@ -47,7 +51,8 @@ type output struct {
 	mu        sync.Mutex
 	room      *sync.Cond // signalled when bytes are acknowledged or abandoned
 	limit     int64
-	sendLimit int64 // bytes per stream worth sending; 0: all
+	sendLimit int64 // bytes per stream sent as they come (the head); 0: all
+	tail      int64 // bytes per stream kept past the head, sent at the end
 	block     int   // size of a block: blockSize, or limit if smaller
 	streams   [2]streamBuf
 	buffered  int64    // bytes in both streams
@@ -63,14 +68,45 @@ type output struct {
 	readyMark int64
 }
 
+// blockList holds bytes in blocks: blocks[0][head:], then the others whole.
+type blockList struct {
+	blocks [][]byte
+	head   int
+	n      int64 // bytes held
+}
+
 type streamBuf struct {
-	base int64 // acknowledged end: the first buffered byte is at this offset
-	// blocks hold the buffered bytes: blocks[0][head:], then the others
-	// whole. Every block but the last is full.
-	blocks  [][]byte
-	head    int
-	n       int64 // buffered bytes
-	dropped int64 // captured past sendLimit: counted, never sent
+	// base is the acknowledged end: the first buffered byte is at this
+	// position of the bytes sent (head, then tail). Positions equal offsets
+	// in the stream up to skipAt; past it they are skip bytes behind.
+	base int64
+	blockList
+	// ring keeps the last tail bytes captured past the head until seal.
+	ring    blockList
+	dropped int64 // captured past the head and not kept: counted, never sent
+	// skipAt and skip, set by seal: the tail sent follows the head
+	// (position skipAt) but starts skip bytes further in the stream.
+	skipAt, skip int64
+}
+
+// offset is the stream offset of position pos of the bytes sent.
+func (s *streamBuf) offset(pos int64) int64 {
+	if s.skip > 0 && pos >= s.skipAt {
+		return pos + s.skip
+	}
+	return pos
+}
+
+// position is the inverse of offset for an offset the coordinator reports
+// (never inside the skipped middle: it stores nothing there).
+func (s *streamBuf) position(off int64) int64 {
+	switch {
+	case s.skip == 0 || off <= s.skipAt:
+		return off
+	case off < s.skipAt+s.skip:
+		return s.skipAt
+	}
+	return off - s.skip
 }
 
 // newOutput returns a buffer of limit bytes that signals ready once
@@ -105,10 +141,10 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	s := &o.streams[w.stream]
-	if o.sendLimit > 0 {
+	if o.sendLimit > 0 && !o.abandoned {
 		room := max(o.sendLimit-s.base-s.n, 0)
 		if int64(len(p)) > room {
-			s.dropped += int64(len(p)) - room
+			o.keepTail(s, p[room:])
 			p = p[:room]
 		}
 	}
@@ -133,18 +169,67 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 // append copies p into s's blocks, taking new ones as the last fills up.
 func (o *output) append(s *streamBuf, p []byte) {
 	o.buffered += int64(len(p))
-	s.n += int64(len(p))
+	o.push(&s.blockList, p)
+}
+
+// push copies p to the end of l, taking new blocks as the last fills up.
+func (o *output) push(l *blockList, p []byte) {
+	l.n += int64(len(p))
 	for len(p) > 0 {
-		last := len(s.blocks) - 1
-		if last < 0 || len(s.blocks[last]) == cap(s.blocks[last]) {
-			s.blocks = append(s.blocks, o.newBlock())
+		last := len(l.blocks) - 1
+		if last < 0 || len(l.blocks[last]) == cap(l.blocks[last]) {
+			l.blocks = append(l.blocks, o.newBlock())
 			last++
 		}
-		b := s.blocks[last]
+		b := l.blocks[last]
 		k := copy(b[len(b):cap(b)], p)
-		s.blocks[last] = b[:len(b)+k]
+		l.blocks[last] = b[:len(b)+k]
 		p = p[k:]
 	}
+}
+
+// keepTail puts bytes captured past the head into s's ring, which keeps
+// the last o.tail of them; what falls out of it is counted as dropped.
+// The ring is not buffered output (nothing acknowledges it before seal), so
+// it never blocks the writer: its memory is o.tail per stream at most, plus
+// a block.
+func (o *output) keepTail(s *streamBuf, p []byte) {
+	if over := int64(len(p)) - o.tail; over > 0 {
+		s.dropped += over
+		p = p[over:]
+	}
+	o.push(&s.ring, p)
+	if over := s.ring.n - o.tail; over > 0 {
+		s.dropped += over
+		o.pop(&s.ring, over)
+	}
+}
+
+// seal puts each stream's ring behind its head, once the program has ended
+// and nothing more will be written: the tail is then sent like any output,
+// its first chunk at its true offset and marked Skip when bytes between the
+// head and it were dropped.
+func (o *output) seal() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range o.streams {
+		s := &o.streams[i]
+		if s.ring.n == 0 {
+			continue
+		}
+		s.skipAt, s.skip = s.base+s.n, s.dropped
+		// Move the ring's blocks rather than copy them: the first is
+		// trimmed to where the ring starts; appending behind a partly
+		// filled block is fine, reading and dropping go by each block's
+		// length.
+		ring := s.ring.blocks
+		ring[0] = ring[0][s.ring.head:]
+		s.blocks = append(s.blocks, ring...)
+		s.n += s.ring.n
+		o.buffered += s.ring.n
+		s.ring = blockList{}
+	}
+	o.signalReady()
 }
 
 func (o *output) newBlock() []byte {
@@ -160,30 +245,37 @@ func (o *output) newBlock() []byte {
 // discard drops the first n buffered bytes of s, recycling emptied blocks.
 func (o *output) discard(s *streamBuf, n int64) {
 	s.base += n
-	s.n -= n
 	o.buffered -= n
+	o.pop(&s.blockList, n)
+}
+
+// pop drops the first n bytes of l, recycling emptied blocks.
+func (o *output) pop(l *blockList, n int64) {
+	l.n -= n
 	for n > 0 {
-		b := s.blocks[0]
-		avail := int64(len(b) - s.head)
+		b := l.blocks[0]
+		avail := int64(len(b) - l.head)
 		if n < avail {
-			s.head += int(n)
+			l.head += int(n)
 			return
 		}
 		n -= avail
-		s.blocks[0] = nil
-		s.blocks = s.blocks[1:]
-		s.head = 0
-		o.free = append(o.free, b[:0])
+		l.blocks[0] = nil
+		l.blocks = l.blocks[1:]
+		l.head = 0
+		if cap(b) == o.block {
+			o.free = append(o.free, b[:0])
+		}
 	}
-	if len(s.blocks) == 0 {
-		s.blocks = nil // let the array of block headers go
+	if len(l.blocks) == 0 {
+		l.blocks = nil // let the array of block headers go
 	}
 }
 
-// copyOut copies the first len(dst) buffered bytes of s into dst.
-func (s *streamBuf) copyOut(dst []byte) {
-	head := s.head
-	for _, b := range s.blocks {
+// copyOut copies the first len(dst) bytes of l into dst.
+func (l *blockList) copyOut(dst []byte) {
+	head := l.head
+	for _, b := range l.blocks {
 		if len(dst) == 0 {
 			return
 		}
@@ -210,7 +302,7 @@ func (o *output) signalReady() {
 func (o *output) pending(maxBytes int) (chunks []shared.Chunk, rest int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	a, b := int(min(o.streams[stdout].n, int64(maxBytes))), int(min(o.streams[stderr].n, int64(maxBytes)))
+	a, b := int(min(o.streams[stdout].sendable(), int64(maxBytes))), int(min(o.streams[stderr].sendable(), int64(maxBytes)))
 	takeB := min(b, max(maxBytes/2, maxBytes-a))
 	takeA := min(a, maxBytes-takeB)
 	if len(o.scratch) < takeA+takeB {
@@ -225,9 +317,19 @@ func (o *output) pending(maxBytes int) (chunks []shared.Chunk, rest int64) {
 		data := o.scratch[at : at+take : at+take]
 		s.copyOut(data)
 		at += take
-		chunks = append(chunks, shared.Chunk{Stream: streamNames[i], Offset: s.base, Data: data})
+		chunks = append(chunks, shared.Chunk{Stream: streamNames[i], Offset: s.offset(s.base), Data: data,
+			Skip: s.skip > 0 && s.base == s.skipAt})
 	}
 	return chunks, o.buffered - int64(takeA+takeB)
+}
+
+// sendable is how many buffered bytes of s one chunk may carry: a chunk
+// never spans the skipped middle, since its bytes are contiguous.
+func (s *streamBuf) sendable() int64 {
+	if s.skip > 0 && s.base < s.skipAt {
+		return min(s.n, s.skipAt-s.base)
+	}
+	return s.n
 }
 
 // pendingBytes reports the bytes waiting for acknowledgement.
@@ -244,14 +346,15 @@ func (o *output) ack(off shared.Offsets) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var err error
-	for i, end := range [2]int64{off.Stdout, off.Stderr} {
+	for i, off := range [2]int64{off.Stdout, off.Stderr} {
 		s := &o.streams[i]
+		end := s.position(off)
 		if end <= s.base {
 			continue
 		}
 		n := end - s.base
 		if n > s.n {
-			err = fmt.Errorf("coordinator acknowledged %s up to %d, but only %d bytes were captured", streamNames[i], end, s.base+s.n)
+			err = fmt.Errorf("coordinator acknowledged %s up to %d, but only %d bytes were captured", streamNames[i], off, s.offset(s.base+s.n))
 			n = s.n
 		}
 		o.discard(s, n)
@@ -265,7 +368,8 @@ func (o *output) ack(off shared.Offsets) error {
 // back on an acknowledgement, which is errOutputLost.
 func (o *output) resendFrom(off shared.Offsets) error {
 	o.mu.Lock()
-	lost := off.Stdout < o.streams[stdout].base || off.Stderr < o.streams[stderr].base
+	lost := o.streams[stdout].position(off.Stdout) < o.streams[stdout].base ||
+		o.streams[stderr].position(off.Stderr) < o.streams[stderr].base
 	o.mu.Unlock()
 	if lost {
 		return errOutputLost
@@ -288,13 +392,15 @@ func (o *output) dropped() int64 {
 	return o.streams[stdout].dropped + o.streams[stderr].dropped
 }
 
-// totals are the bytes kept per stream: the lengths finish reports, which
-// leave out what was dropped past the send limit.
+// totals are the lengths finish reports: the stream offset the sent bytes
+// end at. After seal that is every byte the program wrote, the skipped
+// middle included; without a tail it leaves out what was dropped past the
+// send limit (the coordinator did not ask for it).
 func (o *output) totals() (int64, int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.streams[stdout].base + o.streams[stdout].n,
-		o.streams[stderr].base + o.streams[stderr].n
+	so, se := &o.streams[stdout], &o.streams[stderr]
+	return so.offset(so.base + so.n), se.offset(se.base + se.n)
 }
 
 // abandon drops everything and makes further writes no-ops: the command is
@@ -305,7 +411,7 @@ func (o *output) abandon() {
 	o.abandoned = true
 	for i := range o.streams {
 		s := &o.streams[i]
-		s.blocks, s.head, s.n = nil, 0, 0
+		s.blockList, s.ring = blockList{}, blockList{}
 	}
 	o.free, o.scratch = nil, nil
 	o.buffered = 0

@@ -198,3 +198,103 @@ func TestOutputBlocksStayWithinLimit(t *testing.T) {
 		t.Fatalf("%d blocks allocated for a %d-block limit, want at most %d", o.allocated, limit/blockSize, max)
 	}
 }
+
+// Past the head (sendLimit) the last tail bytes are kept and the rest
+// counted; once sealed, the tail goes out after the head at its true offset,
+// its first chunk marked Skip, and the totals are the true lengths.
+func TestOutputKeepsHeadAndTail(t *testing.T) {
+	o := newOutput(1<<20, 1<<20, 5, nil)
+	o.tail = 4
+	for _, p := range []string{"012", "3456", "789abc", "de", "f"} {
+		o.writer(stdout).Write([]byte(p))
+	}
+	o.writer(stderr).Write([]byte("xy"))
+	chunks, rest := o.pending(100)
+	if rest != 0 || len(chunks) != 2 || string(chunks[0].Data) != "01234" || chunks[0].Skip || string(chunks[1].Data) != "xy" {
+		t.Fatalf("before seal: %+v rest %d", chunks, rest)
+	}
+	if o.dropped() != 7 {
+		t.Fatalf("dropped %d, want 7 (16 written, 5 head, 4 tail)", o.dropped())
+	}
+	o.seal()
+	// The head is not acknowledged yet: it goes first, alone.
+	chunks, rest = o.pending(100)
+	if len(chunks) != 2 || string(chunks[0].Data) != "01234" || chunks[0].Offset != 0 || chunks[0].Skip || rest != 4 {
+		t.Fatalf("head after seal: %+v rest %d", chunks, rest)
+	}
+	if err := o.ack(shared.Offsets{Stdout: 5, Stderr: 2}); err != nil {
+		t.Fatal(err)
+	}
+	chunks, _ = o.pending(100)
+	if len(chunks) != 1 || string(chunks[0].Data) != "cdef" || chunks[0].Offset != 12 || !chunks[0].Skip {
+		t.Fatalf("tail: %+v", chunks)
+	}
+	if so, se := o.totals(); so != 16 || se != 2 {
+		t.Fatalf("totals %d %d, want the true lengths 16 2", so, se)
+	}
+	// Part of the tail acknowledged (in stream offsets), a gap back to the
+	// head's end resends the tail from its start.
+	if err := o.ack(shared.Offsets{Stdout: 14, Stderr: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if chunks, _ = o.pending(100); string(chunks[0].Data) != "ef" || chunks[0].Offset != 14 || chunks[0].Skip {
+		t.Fatalf("rest of the tail: %+v", chunks)
+	}
+	if err := o.resendFrom(shared.Offsets{Stdout: 5, Stderr: 2}); err != errOutputLost {
+		t.Fatalf("resend below the acknowledged end: %v", err)
+	}
+	if err := o.ack(shared.Offsets{Stdout: 16, Stderr: 2}); err != nil || o.pendingBytes() != 0 {
+		t.Fatalf("all acknowledged: %v, %d pending", err, o.pendingBytes())
+	}
+}
+
+// A stream that passes the head but stays within head+tail is sent whole:
+// its tail follows the head contiguously, with no skip.
+func TestOutputWithinCapSentWhole(t *testing.T) {
+	o := newOutput(1<<20, 1<<20, 5, nil)
+	o.tail = 4
+	o.writer(stdout).Write([]byte("01234567"))
+	o.ack(shared.Offsets{Stdout: 5})
+	o.seal()
+	chunks, _ := o.pending(100)
+	if len(chunks) != 1 || string(chunks[0].Data) != "567" || chunks[0].Offset != 5 || chunks[0].Skip || o.dropped() != 0 {
+		t.Fatalf("chunks %+v dropped %d", chunks, o.dropped())
+	}
+	if so, _ := o.totals(); so != 8 {
+		t.Fatalf("total %d", so)
+	}
+}
+
+// The ring holds the tail in blocks: much more output than the tail, in odd
+// sizes, leaves exactly its last tail bytes, with memory near the tail.
+func TestOutputTailRingBounded(t *testing.T) {
+	const head, tail = 1000, 3*blockSize + 123
+	o := newOutput(1<<20, 1<<20, head, nil)
+	o.tail = tail
+	var all []byte
+	for i := 0; len(all) < 40*blockSize; i++ {
+		p := bytes.Repeat([]byte{byte(i)}, 1+i*7919%20000)
+		all = append(all, p...)
+		o.writer(stdout).Write(p)
+	}
+	if o.allocated > tail/blockSize+3 {
+		t.Fatalf("%d blocks allocated for a %d-byte tail", o.allocated, tail)
+	}
+	o.ack(shared.Offsets{Stdout: head})
+	o.seal()
+	var got []byte
+	for o.pendingBytes() > 0 {
+		chunks, _ := o.pending(50_000)
+		if len(got) == 0 && (!chunks[0].Skip || chunks[0].Offset != int64(len(all)-tail)) {
+			t.Fatalf("first tail chunk at %d skip %v, want %d", chunks[0].Offset, chunks[0].Skip, len(all)-tail)
+		}
+		got = append(got, chunks[0].Data...)
+		o.ack(shared.Offsets{Stdout: chunks[0].Offset + int64(len(chunks[0].Data))})
+	}
+	if !bytes.Equal(got, all[len(all)-tail:]) {
+		t.Fatalf("tail of %d bytes differs from the last %d written", len(got), tail)
+	}
+	if so, _ := o.totals(); so != int64(len(all)) || o.dropped() != int64(len(all)-head-tail) {
+		t.Fatalf("total %d dropped %d", so, o.dropped())
+	}
+}

@@ -27,7 +27,7 @@ const (
 	DefaultReportTimeout  = 15 * time.Second
 	DefaultMaxBufferBytes = 64 << 20
 	DefaultChunkBytes     = 1 << 20
-	DefaultFlushInterval  = time.Second
+	DefaultFlushInterval  = 250 * time.Millisecond
 	DefaultHeartbeat      = 5 * time.Second
 
 	// MaxConcurrency is the most commands one lease request may ask for.

@@ -81,6 +81,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		LeaseTTLMillis:  int(s.cfg.LeaseTTL.Milliseconds()),
 		HeartbeatMillis: int(s.cfg.Heartbeat.Milliseconds()),
 		OutputCapBytes:  s.cfg.OutputCap,
+		OutputTailBytes: s.cfg.OutputTail,
 	}
 	for i, c := range cmds {
 		resp.Commands[i] = shared.LeasedCommand{

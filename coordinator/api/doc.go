@@ -7,4 +7,9 @@
 // {"error":{"code":"…","message":"…"}}. Internal detail is logged, never
 // sent. Every request body is size-limited and decoded strictly, and every
 // rejection happens before anything is written.
+//
+// Authentication (auth.go) caches verified tokens per replica and drops an
+// identity when PostgreSQL notifies store.AuthChannel, so a revocation
+// reaches every replica at once; failed authentications are rate-limited
+// per client address (faillimit.go) before any database lookup.
 package api

@@ -54,8 +54,6 @@ func (s *Server) listCommands(w http.ResponseWriter, r *http.Request) error {
 	for _, c := range cs {
 		page.Commands = append(page.Commands, shared.HistoryEntry{
 			CommandExecutionRecord: record(store.CommandWithOutput{Command: c}),
-			StdoutBytes:            c.StdoutLen,
-			StderrBytes:            c.StderrLen,
 		})
 	}
 	return writeJSON(w, http.StatusOK, page)

@@ -168,35 +168,6 @@ func waitParam(r *http.Request, max time.Duration) (time.Duration, error) {
 	return min(d, max), nil
 }
 
-// getOutput returns a stream's exact bytes: the record's JSON strings can
-// only show valid UTF-8.
-func (s *Server) getOutput(w http.ResponseWriter, r *http.Request) error {
-	name := r.URL.Query().Get("stream")
-	if name == "" {
-		name = shared.StreamStdout
-	}
-	stream := store.StreamNumber(name)
-	if stream == 0 {
-		return badRequest("invalid_stream", `stream must be "stdout" or "stderr"`)
-	}
-	id, err := pathUUID(r, "id")
-	if err != nil {
-		return err
-	}
-	out, err := s.store.Output(r.Context(), id, stream)
-	if err == nil && !mayRead(userFrom(r), out.RequestedBy) {
-		err = store.ErrNotFound
-	}
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("X-Execq-Status", string(out.Status))
-	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(out.Data)
-	return err
-}
-
 func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) error {
 	cs, err := s.store.ListContainers(r.Context())
 	if err != nil {
@@ -207,6 +178,18 @@ func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) error {
 		list.Containers[i] = shared.ContainerInfo{ID: c.ID, NodeID: c.NodeID, Name: c.Name, State: c.State, LastSeen: c.LastSeen.UTC()}
 	}
 	return writeJSON(w, http.StatusOK, list)
+}
+
+// recordOutput shows stored output in the record: valid UTF-8 (invalid
+// bytes become U+FFFD), with one marker line where bytes past the cap were
+// dropped. Each side is made valid on its own, so a character cut by the
+// drop cannot swallow the marker.
+func recordOutput(b []byte, omitted, at int64) string {
+	if omitted == 0 || at < 0 || at > int64(len(b)) {
+		return strings.ToValidUTF8(string(b), "\uFFFD")
+	}
+	return strings.ToValidUTF8(string(b[:at]), "\uFFFD") + shared.OmittedMarker(omitted) +
+		strings.ToValidUTF8(string(b[at:]), "\uFFFD")
 }
 
 // record renders the public CommandExecutionRecord. Output is empty until the
@@ -223,14 +206,16 @@ func record(c store.CommandWithOutput) shared.CommandExecutionRecord {
 		CreatedAt:       c.CreatedAt.UTC(),
 		StdoutTruncated: c.StdoutTruncated,
 		StderrTruncated: c.StderrTruncated,
+		StdoutBytes:     c.StdoutLen,
+		StderrBytes:     c.StderrLen,
 		ControlFields:   controlFields(c.Command),
 	}
 	if rec.Args == nil {
 		rec.Args = []string{}
 	}
 	if c.Status.Terminal() {
-		rec.Stdout = strings.ToValidUTF8(string(c.Stdout), "\uFFFD")
-		rec.Stderr = strings.ToValidUTF8(string(c.Stderr), "\uFFFD")
+		rec.Stdout = recordOutput(c.Stdout, c.StdoutOmitted, c.StdoutOmittedAt)
+		rec.Stderr = recordOutput(c.Stderr, c.StderrOmitted, c.StderrOmittedAt)
 	}
 	if c.ExitCode.Valid {
 		code := int(c.ExitCode.Int32)

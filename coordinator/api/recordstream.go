@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/execq/execq/coordinator/store"
+	"github.com/execq/execq/shared"
 )
 
 // A record's output can be 64 MiB per stream, and its JSON six times that
@@ -108,9 +109,13 @@ func (s *Server) writeRecord(w http.ResponseWriter, r *http.Request, status int,
 	w.WriteHeader(status)
 	parts := []func() error{
 		func() error { return writeAll(w, doc[:i], []byte(`"stdout":"`)) },
-		func() error { return s.streamOutput(w, r, c.ID, store.StreamNumber("stdout"), c.StdoutSize) },
+		func() error {
+			return s.streamOutput(w, r, c.ID, store.StreamNumber("stdout"), c.StdoutSize, c.StdoutOmitted, c.StdoutOmittedAt)
+		},
 		func() error { return writeAll(w, []byte(`","stderr":"`)) },
-		func() error { return s.streamOutput(w, r, c.ID, store.StreamNumber("stderr"), c.StderrSize) },
+		func() error {
+			return s.streamOutput(w, r, c.ID, store.StreamNumber("stderr"), c.StderrSize, c.StderrOmitted, c.StderrOmittedAt)
+		},
 		func() error { return writeAll(w, []byte(`"`), doc[i+len(outs):], []byte("\n")) },
 	}
 	for _, p := range parts {
@@ -131,16 +136,40 @@ func writeAll(w io.Writer, bs ...[]byte) error {
 }
 
 // streamOutput writes the size stored bytes of a stream as the inside of a
-// JSON string.
-func (s *Server) streamOutput(w io.Writer, r *http.Request, id string, stream int, size int64) error {
+// JSON string, as recordOutput shows them: where omitted bytes were dropped
+// past the cap (at stored position at), the marker line, each side made
+// valid UTF-8 on its own.
+func (s *Server) streamOutput(w io.Writer, r *http.Request, id string, stream int, size, omitted, at int64) error {
+	if omitted == 0 || at < 0 || at > size {
+		return s.streamRange(w, r, id, stream, 0, size)
+	}
+	if err := s.streamRange(w, r, id, stream, 0, at); err != nil {
+		return err
+	}
+	marker, err := json.Marshal(shared.OmittedMarker(omitted))
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(marker[1 : len(marker)-1]); err != nil {
+		return err
+	}
+	return s.streamRange(w, r, id, stream, at, size)
+}
+
+// streamRange writes stored bytes [from, to) of a stream as the inside of
+// a JSON string, read in slices and encoded in pieces.
+func (s *Server) streamRange(w io.Writer, r *http.Request, id string, stream int, from, to int64) error {
 	enc := newJSONStringWriter(w)
-	for off := int64(0); off < size; {
-		n := int(min(outputSliceBytes, size-off))
-		data, err := s.store.OutputSlice(r.Context(), id, stream, off, n)
+	for off := from; off < to; {
+		n := int(min(outputSliceBytes, to-off))
+		piece, err := s.store.ReadOutput(r.Context(), id, stream, off, n)
 		if err != nil {
 			return fmt.Errorf("read output of %s at %d: %w", id, off, err)
 		}
+		data := piece.Data
 		if len(data) != n {
+			// Only a terminal record is streamed, whose bytes never change:
+			// the row was deleted under us.
 			return fmt.Errorf("read output of %s at %d: got %d bytes, want %d", id, off, len(data), n)
 		}
 		for len(data) > 0 {

@@ -28,12 +28,19 @@ type Config struct {
 	Heartbeat time.Duration
 	// MaxWait caps a long-poll's wait.
 	MaxWait time.Duration
-	// OutputCap bounds the bytes stored per stream; the rest is counted and
-	// the record marked truncated.
+	// OutputCap bounds the bytes stored per stream; past it the head and
+	// the tail are kept, the middle counted and the record marked truncated.
 	OutputCap int64
+	// OutputTail is the part of OutputCap kept from a stream's end; agents
+	// are told it with the cap.
+	OutputTail int64
 	// AuthCacheTTL is how long a successful token lookup is reused (0 turns
 	// the cache off).
 	AuthCacheTTL time.Duration
+	// AuthFailInterval and AuthFailBurst rate-limit failed authentications
+	// per client address: AuthFailBurst at once, then one per interval.
+	AuthFailInterval time.Duration
+	AuthFailBurst    int
 	// Limits are the timeout and grace defaults and maxima (control.go).
 	Limits Limits
 	// ReadTimeout bounds the arrival of a request's body, WriteTimeout each
@@ -53,6 +60,8 @@ type Server struct {
 	log     *slog.Logger
 	users   *tokenCache[store.User]
 	nodes   *tokenCache[store.Node]
+	// failures limits failed authentications per client address.
+	failures *failLimiter
 	// notReady is the last readiness /readyz found, so only its changes
 	// are logged.
 	notReady   atomic.Bool
@@ -63,7 +72,11 @@ type Server struct {
 func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
 	s := &Server{cfg: cfg, store: st, poller: poller, metrics: m, log: log,
 		users: newTokenCache[store.User](cfg.AuthCacheTTL), nodes: newTokenCache[store.Node](cfg.AuthCacheTTL),
+		failures:   newFailLimiter(cfg.AuthFailInterval, cfg.AuthFailBurst),
 		largeReads: newLargeReads(cfg.MaxLargeReads, cfg.MaxLargeReadQueue)}
+	if poller != nil && poller.Notifier != nil {
+		poller.Notifier.OnNotify(store.AuthChannel, s.invalidate, s.flushAuth)
+	}
 	r := mux.NewRouter()
 	// No path cleaning: it answered "/api/v1/commands/../../healthz" with a
 	// redirect to wherever the dot segments led. deadlines refuses them.
@@ -192,7 +205,8 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// Unwrap lets handlers reach the connection through http.ResponseController.
+// Unwrap lets http.ResponseController reach the connection (flush, write
+// deadlines) through the recorder.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func muxVar(r *http.Request, name string) string { return mux.Vars(r)[name] }

@@ -51,7 +51,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		log.Info("applied migrations", "migrations", applied)
 	}
 	a := &App{cfg: cfg, log: log, Store: st, draining: make(chan struct{})}
-	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, []string{store.NotifyChannel, store.FinishedChannel, store.ControlChannel}, log)
+	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, []string{store.NotifyChannel, store.FinishedChannel, store.ControlChannel, store.OutputChannel, store.AuthChannel}, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg, st, func() int { return a.Notifier.Parked(store.NotifyChannel) })
@@ -59,8 +59,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL}
 	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining}
 	a.Handler = api.New(api.Config{
-		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap,
-		AuthCacheTTL: cfg.AuthCacheTTL,
+		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap, OutputTail: cfg.outputTail(),
+		AuthCacheTTL: cfg.AuthCacheTTL, AuthFailInterval: cfg.AuthFailInterval, AuthFailBurst: cfg.AuthFailBurst,
 		Limits: api.Limits{DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 			DefaultQueueTimeout: cfg.DefaultQueueTimeout, MaxQueueTimeout: cfg.MaxQueueTimeout,
 			DefaultGrace: cfg.DefaultGrace, MaxGrace: cfg.MaxGrace},

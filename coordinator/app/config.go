@@ -34,11 +34,21 @@ type Config struct {
 	// ReapInterval is how often the reaper runs (EXECQ_REAP_INTERVAL).
 	ReapInterval time.Duration
 	// OutputCap is the bytes kept per stream per command
-	// (EXECQ_OUTPUT_CAP_BYTES); past it the record says truncated.
+	// (EXECQ_OUTPUT_CAP_BYTES): past it the head and the tail of the stream
+	// are kept, the middle is dropped and the record says truncated.
 	OutputCap int64
+	// OutputTail is how much of the cap goes to a stream's tail
+	// (EXECQ_OUTPUT_TAIL_BYTES); 0 means half. The rest is the head.
+	OutputTail int64
 	// AuthCacheTTL is how long a verified token is trusted without asking
 	// the database again (EXECQ_AUTH_CACHE_TTL); 0 disables the cache.
 	AuthCacheTTL time.Duration
+	// AuthFailInterval and AuthFailBurst rate-limit failed authentications
+	// per client address (EXECQ_AUTH_FAIL_INTERVAL, EXECQ_AUTH_FAIL_BURST):
+	// AuthFailBurst failures at once, then one per AuthFailInterval; past
+	// that the address gets 429 with Retry-After.
+	AuthFailInterval time.Duration
+	AuthFailBurst    int
 	// ShutdownGrace bounds how long in-flight requests may finish at stop
 	// (EXECQ_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration
@@ -88,7 +98,7 @@ func DefaultConfig() Config {
 		MaxWait:        30 * time.Second,
 		SafetyPoll:     5 * time.Second,
 		ReapInterval:   time.Second,
-		OutputCap:      64 << 20,
+		OutputCap:      16 << 20,
 		ShutdownGrace:  10 * time.Second,
 		AuthCacheTTL:   10 * time.Second,
 		IdleTimeout:    90 * time.Second,
@@ -98,6 +108,9 @@ func DefaultConfig() Config {
 		MaxLargeReads:     8,
 		MaxLargeReadQueue: 64,
 
+		AuthFailInterval: time.Second,
+		AuthFailBurst:    20,
+
 		DefaultTimeout:      time.Hour,
 		MaxTimeout:          24 * time.Hour,
 		DefaultQueueTimeout: time.Hour,
@@ -105,6 +118,17 @@ func DefaultConfig() Config {
 		DefaultGrace:        10 * time.Second,
 		MaxGrace:            5 * time.Minute,
 	}
+}
+
+// maxOutputCap keeps a stream within what one bytea value may hold.
+const maxOutputCap = 512 << 20
+
+// outputTail is the tail part of the cap: OutputTail, or half the cap.
+func (c Config) outputTail() int64 {
+	if c.OutputTail == 0 {
+		return c.OutputCap / 2
+	}
+	return c.OutputTail
 }
 
 // Validate reports the first setting an operator must fix.
@@ -130,8 +154,14 @@ func (c Config) Validate() error {
 		return errors.New("--reap-interval (EXECQ_REAP_INTERVAL) must be positive")
 	case c.AuthCacheTTL < 0:
 		return errors.New("--auth-cache-ttl (EXECQ_AUTH_CACHE_TTL) must not be negative")
-	case c.OutputCap < 1024:
-		return errors.New("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be at least 1024")
+	case c.AuthFailInterval <= 0 || c.AuthFailInterval > time.Hour:
+		return errors.New("--auth-fail-interval (EXECQ_AUTH_FAIL_INTERVAL) must be positive and at most 1h")
+	case c.AuthFailBurst < 1:
+		return errors.New("--auth-fail-burst (EXECQ_AUTH_FAIL_BURST) must be at least 1")
+	case c.OutputCap < 1024 || c.OutputCap > maxOutputCap:
+		return fmt.Errorf("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be 1024..%d (PostgreSQL's bytea limit)", maxOutputCap)
+	case c.OutputTail < 0 || c.OutputTail >= c.OutputCap:
+		return errors.New("--output-tail-bytes (EXECQ_OUTPUT_TAIL_BYTES) must be 0 (half the cap) or less than --output-cap-bytes, so some head is kept")
 	case c.IdleTimeout <= 0:
 		return errors.New("--http-idle-timeout (EXECQ_HTTP_IDLE_TIMEOUT) must be positive")
 	case c.ReadTimeout <= 0:

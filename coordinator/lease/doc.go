@@ -5,5 +5,8 @@
 // pool) and wakes the polls of the node named in each notification, so an
 // enqueue on any replica reaches a poll parked on any other. A notification
 // is only a hint — the woken poll re-runs the claim query — and a slow safety
-// poll covers notifications lost while the listener reconnects.
+// poll covers notifications lost while the listener reconnects. Others
+// keeping state by notification (the API's token caches) subscribe a
+// callback with OnNotify, and start over when told notifications were
+// missed.
 package lease

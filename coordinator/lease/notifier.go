@@ -21,6 +21,10 @@ type Notifier struct {
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{}
+	// handlers are called with the payload of each notification on their
+	// channel; resyncs after anything may have been missed (see OnNotify).
+	handlers map[string][]func(payload string)
+	resyncs  []func()
 }
 
 // NewNotifier prepares a notifier for channels on the database at url.
@@ -52,6 +56,40 @@ func (n *Notifier) Subscribe(key string) (<-chan struct{}, func()) {
 			delete(n.waiters, key)
 		}
 		n.mu.Unlock()
+	}
+}
+
+// OnNotify calls fn, on the listener's goroutine, with the payload of every
+// notification on channel (which must be among the notifier's channels),
+// and resync whenever notifications may have been missed: once LISTEN first
+// takes effect and after each reconnect. It suits state kept in memory and
+// invalidated by notification, such as caches; fn and resync must be quick.
+func (n *Notifier) OnNotify(channel string, fn func(payload string), resync func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.handlers == nil {
+		n.handlers = map[string][]func(string){}
+	}
+	n.handlers[channel] = append(n.handlers[channel], fn)
+	n.resyncs = append(n.resyncs, resync)
+}
+
+// dispatch calls the handlers of a notification, or every resync for nil.
+func (n *Notifier) dispatch(note *pq.Notification) {
+	n.mu.Lock()
+	var fns []func(string)
+	var resyncs []func()
+	if note != nil {
+		fns = n.handlers[note.Channel]
+	} else {
+		resyncs = n.resyncs
+	}
+	n.mu.Unlock()
+	for _, fn := range fns {
+		fn(note.Extra)
+	}
+	for _, fn := range resyncs {
+		fn()
 	}
 }
 
@@ -138,6 +176,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 		// Anything notified before LISTEN took effect was missed: wake every
 		// waiter to re-read, as after a reconnect, rather than leave it to
 		// the slow safety poll.
+		n.dispatch(nil)
 		n.Wake("")
 	}()
 	for {
@@ -145,6 +184,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case note := <-l.Notify:
+			n.dispatch(note)
 			if note == nil {
 				n.Wake("")
 				continue

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"database/sql"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	_ "github.com/lib/pq"
 
 	"github.com/execq/execq/coordinator/testpg"
 )
@@ -152,5 +155,42 @@ func TestRunWakesWaitersOnceListening(t *testing.T) {
 	case <-woken:
 	case <-time.After(10 * time.Second):
 		t.Fatal("a waiter parked before the listener was up was never woken")
+	}
+}
+
+// TestOnNotify: a callback gets the payload of each notification on its
+// channel, and its resync runs once LISTEN has taken effect (anything
+// before was missed), so state kept by notification can start over.
+func TestOnNotify(t *testing.T) {
+	t.Parallel()
+	url := testpg.New(t)
+	n := NewNotifier(url, []string{"auth", "other"}, slog.New(slog.DiscardHandler))
+	payloads := make(chan string, 10)
+	resynced := make(chan struct{}, 10)
+	n.OnNotify("auth", func(p string) { payloads <- p }, func() { resynced <- struct{}{} })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-resynced:
+	case <-time.After(10 * time.Second):
+		t.Fatal("resync never ran once listening")
+	}
+	db, err := sql.Open("postgres", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`SELECT pg_notify('other', 'x'), pg_notify('auth', 'user:42')`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-payloads:
+		if p != "user:42" {
+			t.Fatalf("payload %q, want user:42 (and nothing of another channel)", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback never got the notification")
 	}
 }

@@ -43,6 +43,13 @@ type Command struct {
 	StderrLen       int64          `db:"stderr_len"`
 	StdoutTruncated bool           `db:"stdout_truncated"`
 	StderrTruncated bool           `db:"stderr_truncated"`
+	// StdoutOmitted / StderrOmitted count the bytes dropped from the
+	// middle of a stream past the output cap; *OmittedAt is where, as a
+	// position in the stored bytes (the length of the head kept).
+	StdoutOmitted   int64 `db:"stdout_omitted"`
+	StdoutOmittedAt int64 `db:"stdout_omitted_at"`
+	StderrOmitted   int64 `db:"stderr_omitted"`
+	StderrOmittedAt int64 `db:"stderr_omitted_at"`
 	// Control holds the timeouts, end reason and cancel request (control.go).
 	Control
 	// QueuedSeconds is set by Claim only: the time from enqueue to this
@@ -60,7 +67,8 @@ type CommandWithOutput struct {
 
 const commandCols = `id, container_id, node_id, requested_by, program, args, status, created_at, attempt,
 	leased_by, lease_expires_at, started_at, finished_at, exit_code,
-	stdout_len, stderr_len, stdout_truncated, stderr_truncated, ` + controlCols
+	stdout_len, stderr_len, stdout_truncated, stderr_truncated,
+	stdout_omitted, stdout_omitted_at, stderr_omitted, stderr_omitted_at, ` + controlCols
 
 // GapError says a chunk started past the stored end of its stream. Offsets
 // are what is stored, so the agent resends from there.
@@ -136,7 +144,7 @@ func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
 
 // CommandHead is a command with the sizes of its stored output, read
 // without the output itself: a record with large output is sent from it in
-// slices (OutputSlice), so a read costs O(slice), not O(output).
+// slices (ReadOutput), so a read costs O(slice), not O(output).
 type CommandHead struct {
 	Command
 	StdoutSize int64 `db:"stdout_size"`
@@ -156,55 +164,6 @@ func (s *Store) GetHead(ctx context.Context, id string) (CommandHead, error) {
 		return c, ErrNotFound
 	}
 	return c, interpretError(err)
-}
-
-// OutputSlice returns up to n bytes of a command's stored stream from
-// offset off (0-based). Only the assembled column of a terminal command is
-// read, which never changes once written; ErrNotFound if the row is gone.
-func (s *Store) OutputSlice(ctx context.Context, id string, stream int, off int64, n int) ([]byte, error) {
-	ctx, cancel := s.deadline(ctx)
-	defer cancel()
-	col := "stdout"
-	if stream == streamStderr {
-		col = "stderr"
-	}
-	var data []byte
-	err := s.db.GetContext(ctx, &data, `SELECT substring(`+col+` FROM $2 FOR $3) FROM commands WHERE id = $1`, id, off+1, n)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	return data, interpretError(err)
-}
-
-// StreamOutput is one stream's exact bytes, with what the API needs to
-// authorise and label them.
-type StreamOutput struct {
-	RequestedBy string        `db:"requested_by"`
-	Status      shared.Status `db:"status"`
-	Data        []byte        `db:"data"`
-}
-
-// Output returns the exact bytes of one stream: the assembled column once
-// the command is terminal, the chunks received so far while it runs. Only
-// the stream asked for is read.
-func (s *Store) Output(ctx context.Context, id string, stream int) (StreamOutput, error) {
-	ctx, cancel := s.deadline(ctx)
-	defer cancel()
-	col := "stdout"
-	if stream == streamStderr {
-		col = "stderr"
-	}
-	var out StreamOutput
-	err := s.db.GetContext(ctx, &out, `
-		SELECT c.requested_by, c.status, CASE WHEN c.status IN ('queued','running')
-			THEN coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM command_chunks
-				WHERE command_id = c.id AND stream = $2), ''::bytea)
-			ELSE c.`+col+` END AS data
-		FROM commands c WHERE c.id = $1`, id, stream)
-	if errors.Is(err, sql.ErrNoRows) {
-		return out, ErrNotFound
-	}
-	return out, interpretError(err)
 }
 
 // Stream numbers as stored in command_chunks.
@@ -333,16 +292,21 @@ func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, c
 		if err != nil {
 			return err
 		}
-		if _, err := appendChunks(ctx, tx, &c, chunks, outputCap); err != nil {
+		changed, err := appendChunks(ctx, tx, &c, chunks, outputCap)
+		if err != nil {
 			return err
 		}
 		rn.Offsets = c.offsets()
 		rn.Cancel, rn.CancelGrace = c.CancelRequestedAt.Valid, int(c.CancelGraceSeconds.Int32)
-		// One write per heartbeat: the stream ends and the renewed lease.
-		return interpretError(tx.GetContext(ctx, &rn.LeaseExpiresAt, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
-				stdout_truncated = $4, stderr_truncated = $5, lease_expires_at = now() + $6 * interval '1 millisecond'
-			WHERE id = $1 RETURNING lease_expires_at`,
-			id, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated, ttl.Milliseconds()))
+		// One write per heartbeat: the stream ends and the renewed lease,
+		// and, when output was stored, a wake-up for its followers on every
+		// replica (delivered at commit, so a woken follower reads it).
+		return interpretError(tx.GetContext(ctx, &rn.LeaseExpiresAt, `WITH upd AS (
+				UPDATE commands SET `+streamEndsSet+`, lease_expires_at = now() + $10 * interval '1 millisecond'
+				WHERE id = $1 RETURNING lease_expires_at)
+			SELECT upd.lease_expires_at FROM upd,
+				LATERAL (SELECT CASE WHEN $11::boolean THEN pg_notify('`+OutputChannel+`', $1::text) END) AS n`,
+			append(c.streamEnds(), ttl.Milliseconds(), changed)...))
 	})
 	return rn, err
 }
@@ -359,16 +323,57 @@ func (s *Store) lockRunning(ctx context.Context, tx *sqlx.Tx, id, nodeID string,
 	return c, nil
 }
 
+// streamEndsSet writes what appendChunks tracks per stream; streamEnds
+// gives its arguments ($1 is the command ID).
+const streamEndsSet = `stdout_len = $2, stderr_len = $3, stdout_truncated = $4, stderr_truncated = $5,
+	stdout_omitted = $6, stdout_omitted_at = $7, stderr_omitted = $8, stderr_omitted_at = $9`
+
+func (c *Command) streamEnds() []any {
+	return []any{c.ID, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated,
+		c.StdoutOmitted, c.StdoutOmittedAt, c.StderrOmitted, c.StderrOmittedAt}
+}
+
+// streamState is what appendChunks tracks of one stream, pointing into a
+// Command.
+type streamState struct {
+	end       *int64 // the next offset expected, in the whole stream
+	truncated *bool
+	omitted   *int64 // bytes dropped; stored = end - omitted
+	omittedAt *int64 // where in the stored bytes they were dropped
+}
+
+func (c *Command) stream(n int) streamState {
+	if n == streamStderr {
+		return streamState{&c.StderrLen, &c.StderrTruncated, &c.StderrOmitted, &c.StderrOmittedAt}
+	}
+	return streamState{&c.StdoutLen, &c.StdoutTruncated, &c.StdoutOmitted, &c.StdoutOmittedAt}
+}
+
+// drop records n bytes left out of the stored ones at the current stored
+// end: the first drop places the record's marker there, later ones only add
+// to its count.
+func (st streamState) drop(n int64) {
+	if n <= 0 {
+		return
+	}
+	if *st.omitted == 0 {
+		*st.omittedAt = *st.end - *st.omitted
+	}
+	*st.omitted += n
+	*st.truncated = true
+}
+
 // appendChunks stores the new part of each chunk and advances c's stream
 // ends, reporting whether any moved; the caller writes them to the row along
-// with whatever else it updates. A chunk wholly below the stored end is a
-// retry and is ignored; one overlapping it is trimmed; one starting past it
-// is a gap, which aborts the transaction so nothing of the request is
-// half-applied. Bytes past outputCap are counted, not stored, and the stream
-// is marked truncated.
+// with whatever else it updates. Offsets are positions in the whole stream.
+// A chunk wholly below the stored end is a retry and is ignored; one
+// overlapping it is trimmed; one starting past it is a gap, which aborts the
+// transaction so nothing of the request is half-applied — unless it is
+// marked Skip and nothing was dropped from the stream yet: then the bytes in
+// between are the middle the agent left out past the cap, and are counted.
+// At most outputCap bytes of a stream are stored (chunk rows at positions in
+// the stored bytes); anything past that is counted, not stored.
 func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (changed bool, err error) {
-	lens := map[int]*int64{streamStdout: &c.StdoutLen, streamStderr: &c.StderrLen}
-	trunc := map[int]*bool{streamStdout: &c.StdoutTruncated, streamStderr: &c.StderrTruncated}
 	// A gap rolls back the whole request, so the offsets to resend from are
 	// those stored before it, not those its earlier chunks reached.
 	before := c.offsets()
@@ -377,27 +382,31 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 		if stream == 0 {
 			return false, fmt.Errorf("unknown stream %q", ch.Stream)
 		}
-		stored := lens[stream]
-		if ch.Offset > *stored {
-			return false, &GapError{Offsets: before}
+		st := c.stream(stream)
+		if ch.Offset > *st.end {
+			if !ch.Skip || *st.omitted > 0 {
+				return false, &GapError{Offsets: before}
+			}
+			st.drop(ch.Offset - *st.end)
+			*st.end = ch.Offset
+			changed = true
 		}
 		end := ch.Offset + int64(len(ch.Data))
-		if end <= *stored {
+		if end <= *st.end {
 			continue
 		}
-		data := ch.Data[*stored-ch.Offset:]
-		keep := data
-		if room := outputCap - *stored; room < int64(len(data)) {
-			keep = data[:max(room, 0)]
-			*trunc[stream] = true
-		}
+		data := ch.Data[*st.end-ch.Offset:]
+		stored := *st.end - *st.omitted
+		keep := data[:min(max(outputCap-stored, 0), int64(len(data)))]
 		if len(keep) > 0 {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO command_chunks (command_id, stream, off, data) VALUES ($1, $2, $3, $4)`,
-				c.ID, stream, *stored, keep); err != nil {
+				c.ID, stream, stored, keep); err != nil {
 				return false, interpretError(err)
 			}
 		}
-		*stored = end
+		*st.end += int64(len(keep))
+		st.drop(int64(len(data) - len(keep)))
+		*st.end = end
 		changed = true
 	}
 	return changed, nil
@@ -437,9 +446,7 @@ func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.Finish
 			return err
 		}
 		if changed {
-			if _, err := tx.ExecContext(ctx, `UPDATE commands SET stdout_len = $2, stderr_len = $3,
-				stdout_truncated = $4, stderr_truncated = $5 WHERE id = $1`,
-				id, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE commands SET `+streamEndsSet+` WHERE id = $1`, c.streamEnds()...); err != nil {
 				return interpretError(err)
 			}
 		}

@@ -185,11 +185,7 @@ func TestHeartbeatChunkOffsets(t *testing.T) {
 	}
 	stdout := func() string {
 		t.Helper()
-		out, err := f.st.Output(f.ctx, c.ID, streamStdout)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out.Data)
+		return string(f.readAll(c.ID, streamStdout).Data)
 	}
 
 	if off, err := hb(chunk("stdout", 0, "hello "), chunk("stderr", 0, "e")); err != nil || off != (shared.Offsets{Stdout: 6, Stderr: 1}) {
@@ -464,13 +460,9 @@ func TestOutput(t *testing.T) {
 		[]shared.Chunk{chunk("stdout", 0, raw), chunk("stderr", 0, "err")}, testTTL, testCap); err != nil {
 		t.Fatal(err)
 	}
-	read := func(stream int) StreamOutput {
+	read := func(stream int) OutputPiece {
 		t.Helper()
-		out, err := f.st.Output(f.ctx, c.ID, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return f.readAll(c.ID, stream)
 	}
 	if out := read(streamStdout); string(out.Data) != raw || out.Status != shared.StatusRunning || out.RequestedBy != f.user.ID {
 		t.Errorf("running stdout %+v", out)
@@ -484,7 +476,7 @@ func TestOutput(t *testing.T) {
 	if out := read(streamStderr); string(out.Data) != "err" {
 		t.Errorf("finished stderr %q", out.Data)
 	}
-	if _, err := f.st.Output(f.ctx, uuid.NewString(), streamStdout); !errors.Is(err, ErrNotFound) {
+	if _, err := f.st.ReadOutput(f.ctx, uuid.NewString(), streamStdout, 0, 10); !errors.Is(err, ErrNotFound) {
 		t.Errorf("output of an unknown command: %v, want ErrNotFound", err)
 	}
 }

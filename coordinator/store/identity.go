@@ -82,25 +82,36 @@ func (s *Store) CreateNode(ctx context.Context, name string) (Node, string, erro
 	return n, tok, nil
 }
 
-// UserByToken authenticates a user token.
+// userByTokenSQL finds an enabled user by token hash and keeps its
+// last_seen_at, written at most once a minute so a busy user does not
+// turn every lookup into a row update.
+const userByTokenSQL = `
+	WITH u AS (SELECT id, name, is_admin, last_seen_at FROM users WHERE token_hash = $1 AND disabled_at IS NULL),
+	touch AS (
+		UPDATE users SET last_seen_at = now() FROM u
+		WHERE users.id = u.id AND (u.last_seen_at IS NULL OR u.last_seen_at < now() - interval '1 minute'))
+	SELECT id, name, is_admin FROM u`
+
+// UserByToken authenticates a user token; a disabled user is not found.
 func (s *Store) UserByToken(ctx context.Context, tok string) (User, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var u User
-	err := s.db.GetContext(ctx, &u, `SELECT id, name, is_admin FROM users WHERE token_hash = $1`, hashToken(tok))
+	err := s.db.GetContext(ctx, &u, userByTokenSQL, hashToken(tok))
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, ErrNotFound
 	}
 	return u, interpretError(err)
 }
 
-// NodeByToken authenticates a node token. It only reads: agents call on
+// NodeByToken authenticates a node token; a revoked node is not found. It
+// only reads: agents call on
 // every heartbeat, and last_seen_at is kept by the inventory and lease calls.
 func (s *Store) NodeByToken(ctx context.Context, tok string) (Node, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var n Node
-	err := s.db.GetContext(ctx, &n, `SELECT id, name FROM nodes WHERE token_hash = $1`, hashToken(tok))
+	err := s.db.GetContext(ctx, &n, `SELECT id, name FROM nodes WHERE token_hash = $1 AND revoked_at IS NULL`, hashToken(tok))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Node{}, ErrNotFound
 	}

@@ -4,7 +4,11 @@
 //	execq-coordinator serve [flags]
 //	execq-coordinator migrate [--database-url URL]
 //	execq-coordinator users create --name NAME [--admin]
+//	execq-coordinator users list
+//	execq-coordinator users disable|enable|rotate-token --name NAME | --id ID
 //	execq-coordinator nodes create --name HOST
+//	execq-coordinator nodes list
+//	execq-coordinator nodes revoke|rotate-token --name HOST | --id ID
 //	execq-coordinator help [COMMAND]
 //
 // Flags and their EXECQ_* variables follow package envflag, as execq-agent's
@@ -23,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/google/uuid"
+
 	"github.com/execq/execq/coordinator/app"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/internal/envflag"
@@ -32,7 +38,13 @@ const usage = `usage:
   execq-coordinator serve [flags]                    run the API (applies pending migrations first)
   execq-coordinator migrate [flags]                  apply pending migrations and exit
   execq-coordinator users create --name NAME [--admin]   create a user; prints {"user_id","token"}
+  execq-coordinator users list                       list users with status, created_at, last_seen_at (JSON array)
+  execq-coordinator users disable|enable --name NAME|--id ID   refuse (or again admit) a user's token on every replica
+  execq-coordinator users rotate-token --name NAME|--id ID     new token, old one refused; prints {"user_id","token"}
   execq-coordinator nodes create --name HOST         create a node identity for one agent; prints {"node_id","token"}
+  execq-coordinator nodes list                       list nodes with status, created_at, last_seen_at (JSON array)
+  execq-coordinator nodes revoke --name HOST|--id ID refuse a node's token on every replica; its unstarted commands fail
+  execq-coordinator nodes rotate-token --name HOST|--id ID     new token (re-admits a revoked node); prints {"node_id","token"}
   execq-coordinator help [COMMAND]                   this text, or a command's flags
 Every flag can be set by the EXECQ_* variable shown in its help ([$EXECQ_…]);
 an empty variable counts as unset, and a flag wins over its variable.
@@ -74,11 +86,24 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	case "migrate":
 		return migrate(ctx, args[1:], log)
 	case "users", "nodes":
-		if len(args) >= 2 && args[1] == "create" {
-			return createIdentity(ctx, args[0]+" create", args[2:], args[0] == "users")
+		user := args[0] == "users"
+		if len(args) >= 2 {
+			what := args[0] + " " + args[1]
+			switch {
+			case args[1] == "create":
+				return createIdentity(ctx, what, args[2:], user)
+			case args[1] == "list":
+				return listIdentities(ctx, what, args[2:], user)
+			case args[1] == "rotate-token", user && (args[1] == "disable" || args[1] == "enable"), !user && args[1] == "revoke":
+				return changeIdentity(ctx, what, args[1], args[2:], user)
+			}
 		}
 		fmt.Fprintln(os.Stderr, usage)
-		return fmt.Errorf("unknown command %q: did you mean %q?", strings.Join(args[:min(2, len(args))], " "), args[0]+" create")
+		verbs := "create, list, disable, enable or rotate-token"
+		if !user {
+			verbs = "create, list, revoke or rotate-token"
+		}
+		return fmt.Errorf("unknown command %q: %s takes %s", strings.Join(args[:min(2, len(args))], " "), args[0], verbs)
 	}
 	fmt.Fprintln(os.Stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
@@ -115,8 +140,11 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.Duration(&cfg.MaxWait, "longpoll-max-wait", "EXECQ_LONGPOLL_MAX_WAIT", "longest long-poll wait")
 	f.Duration(&cfg.SafetyPoll, "safety-poll", "EXECQ_SAFETY_POLL", "re-scan interval of parked polls without notification")
 	f.Duration(&cfg.ReapInterval, "reap-interval", "EXECQ_REAP_INTERVAL", "reaper interval")
-	f.Int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream")
+	f.Int64(&cfg.OutputCap, "output-cap-bytes", "EXECQ_OUTPUT_CAP_BYTES", "bytes kept per output stream: past it its head and tail are kept, the middle dropped")
+	f.Int64(&cfg.OutputTail, "output-tail-bytes", "EXECQ_OUTPUT_TAIL_BYTES", "part of the cap kept from a stream's end (0 = half)")
 	f.Duration(&cfg.AuthCacheTTL, "auth-cache-ttl", "EXECQ_AUTH_CACHE_TTL", "how long a verified token is reused without a database lookup (0 = off)")
+	f.Duration(&cfg.AuthFailInterval, "auth-fail-interval", "EXECQ_AUTH_FAIL_INTERVAL", "one failed authentication per client address is allowed per interval, past the burst; then 429")
+	f.Int(&cfg.AuthFailBurst, "auth-fail-burst", "EXECQ_AUTH_FAIL_BURST", "failed authentications a client address may make at once before the interval applies")
 	f.Duration(&cfg.ShutdownGrace, "shutdown-grace", "EXECQ_SHUTDOWN_GRACE", "time in-flight requests get at stop")
 	f.Duration(&cfg.IdleTimeout, "http-idle-timeout", "EXECQ_HTTP_IDLE_TIMEOUT", "close a keep-alive connection idle this long")
 	f.Duration(&cfg.ReadTimeout, "http-read-timeout", "EXECQ_HTTP_READ_TIMEOUT", "longest a client may take to send a request's headers, and its body after them")
@@ -200,6 +228,108 @@ func createIdentity(ctx context.Context, what string, args []string, user bool) 
 		out["node_id"], out["token"] = n.ID, tok
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// listIdentities prints every user or node as a JSON array: never tokens.
+func listIdentities(ctx context.Context, what string, args []string, user bool) error {
+	var url string
+	f := newFlags(what, "[flags]")
+	f.String(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
+	if err := parse(f, args); err != nil {
+		return err
+	}
+	st, err := openMigrated(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var out any
+	if user {
+		out, err = st.ListUsers(ctx)
+	} else {
+		out, err = st.ListNodes(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// changeIdentity disables, enables, revokes or rotates the token of the user
+// or node named by --name or --id, and prints the result as JSON. The
+// change and its notification to every replica are one statement.
+func changeIdentity(ctx context.Context, what, verb string, args []string, user bool) error {
+	var url string
+	var ref store.Ref
+	f := newFlags(what, "--name NAME | --id ID [flags]")
+	f.String(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
+	noun := "node"
+	if user {
+		noun = "user"
+	}
+	f.String(&ref.Name, "name", "", "name of the "+noun)
+	f.String(&ref.ID, "id", "", "ID (UUID) of the "+noun)
+	if err := parse(f, args); err != nil {
+		return err
+	}
+	switch {
+	case (ref.Name == "") == (ref.ID == ""):
+		return errors.New("exactly one of --name and --id is required")
+	case ref.ID != "":
+		id, err := uuid.Parse(ref.ID)
+		if err != nil {
+			return fmt.Errorf("--id %q is not a UUID", ref.ID)
+		}
+		ref.ID = id.String()
+	}
+	st, err := openMigrated(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var out any
+	switch verb {
+	case "disable", "enable":
+		out, err = st.SetUserDisabled(ctx, ref, verb == "disable")
+	case "revoke":
+		var n store.NodeInfo
+		var failed int
+		n, failed, err = st.RevokeNode(ctx, ref)
+		out = struct {
+			store.NodeInfo
+			CommandsFailed int `json:"commands_failed"`
+		}{n, failed}
+	case "rotate-token":
+		if user {
+			var u store.UserInfo
+			var tok string
+			u, tok, err = st.RotateUserToken(ctx, ref)
+			out = map[string]string{"user_id": u.ID, "token": tok}
+		} else {
+			var n store.NodeInfo
+			var tok string
+			n, tok, err = st.RotateNodeToken(ctx, ref)
+			out = map[string]string{"node_id": n.ID, "token": tok}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// openMigrated opens the store and applies pending migrations, so an
+// administrative command works on a database no server has migrated yet.
+func openMigrated(ctx context.Context, url string) (*store.Store, error) {
+	st, err := openStore(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
 }
 
 func openStore(ctx context.Context, url string) (*store.Store, error) {

@@ -62,6 +62,12 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"migrate", "-h"}, []string{"[$EXECQ_DATABASE_URL]"}},
 		{[]string{"users", "create", "-h"}, []string{"--name", "--admin", "[$EXECQ_DATABASE_URL]"}},
 		{[]string{"nodes", "create", "--help"}, []string{"--name", "[$EXECQ_DATABASE_URL]"}},
+		{[]string{"users", "list", "-h"}, []string{"[$EXECQ_DATABASE_URL]"}},
+		{[]string{"users", "disable", "-h"}, []string{"--name", "--id", "name of the user", "[$EXECQ_DATABASE_URL]"}},
+		{[]string{"help", "users", "rotate-token"}, []string{"--name", "--id"}},
+		{[]string{"nodes", "revoke", "-h"}, []string{"--name", "--id", "name of the node"}},
+		{[]string{"nodes", "list", "--help"}, []string{"[$EXECQ_DATABASE_URL]"}},
+		{[]string{"-h"}, []string{"users disable|enable", "nodes revoke", "rotate-token"}},
 	} {
 		code, stdout, stderr := runMain(t, nil, tc.args...)
 		if code != 0 {

@@ -399,3 +399,46 @@ func TestDotSegmentPathsAreRefusedWithoutRedirect(t *testing.T) {
 		t.Fatalf("%d commands stored by dot-segment paths", n)
 	}
 }
+
+// TestStreamedRecordIsEncodingJSONs: a record streamed from slices is byte
+// for byte what encoding/json gives for the record built in memory, with
+// runes and runs of invalid bytes split across the slices and the encoded
+// pieces, and the omitted-bytes marker where the cap dropped bytes.
+func TestStreamedRecordIsEncodingJSONs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const size = 1<<20 + 300000 // three slices, over the large-read threshold
+	pattern := []byte("aé€𝄞\xff\xfe\x00\"\\<>&\u2028\n\t")
+	out := bytes.Repeat(pattern, size/len(pattern)+1)[:size]
+	out[32<<10-1], out[32<<10] = 0xff, 0xfe // an invalid run across two pieces
+	copy(out[512<<10-2:], "𝄞")              // a rune across two slices
+	copy(out[1<<20-1:], "€")
+	const omitted, at = 12345, 700001
+	id := b.finishWithOutput(`$1::bytea`, size, out)
+	if _, err := b.DB.Exec(`UPDATE commands SET stderr = stdout, stderr_len = stdout_len + $2,
+		stderr_truncated = true, stderr_omitted = $2, stderr_omitted_at = $3 WHERE id = $1`, id, omitted, at); err != nil {
+		t.Fatal(err)
+	}
+	r := b.do(http.MethodGet, commandPath(id), b.Alice.Token, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET the record: %s", r)
+	}
+	var rec shared.CommandExecutionRecord
+	if err := json.Unmarshal(r.Body, &rec); err != nil {
+		t.Fatalf("record is not JSON: %v", err)
+	}
+	wantOut := strings.ToValidUTF8(string(out), "\uFFFD")
+	wantErr := strings.ToValidUTF8(string(out[:at]), "\uFFFD") + shared.OmittedMarker(omitted) +
+		strings.ToValidUTF8(string(out[at:]), "\uFFFD")
+	if rec.Stdout != wantOut || rec.Stderr != wantErr {
+		t.Fatalf("streamed output differs from the record's rendering (stdout equal %v, stderr equal %v)",
+			rec.Stdout == wantOut, rec.Stderr == wantErr)
+	}
+	want, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(want, '\n'), r.Body) {
+		t.Fatalf("streamed record differs from encoding/json's bytes")
+	}
+}

@@ -49,7 +49,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Agent, err
 		}
 	}
 	m := metrics.New(reg)
+	tlsConfig, err := client.NewTLSConfig(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
 	c, err := client.New(client.Config{
+		TLS:            tlsConfig,
 		BaseURL:        cfg.CoordinatorURL,
 		Token:          cfg.Token,
 		Logger:         logger.With("component", "client"),
@@ -99,7 +104,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.log.Info("execq agent starting", "coordinator", a.cfg.CoordinatorURL, "runc_root", a.cfg.RuncRoot,
-		"concurrency", a.cfg.Concurrency, "drain_grace", a.cfg.DrainGrace.String(), "metrics_listen", a.cfg.MetricsListen)
+		"concurrency", a.cfg.Concurrency, "drain_grace", a.cfg.DrainGrace.String(), "metrics_listen", a.cfg.MetricsListen,
+		"ca_file", a.cfg.TLS.CAFile, "tls_client_cert", a.cfg.TLS.CertFile)
 
 	if n := a.Runner.ReapOrphans(a.log.With("component", "runc")); n > 0 {
 		a.log.Warn("ended programs an earlier agent left running; their commands were already failed as agent lost", "killed", n)

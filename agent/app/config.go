@@ -71,6 +71,10 @@ type Config struct {
 	// network errors and 5xx answers.
 	RetryMax                   int
 	RetryWaitMin, RetryWaitMax time.Duration
+
+	// TLS names the CA file and client certificate for an https://
+	// coordinator (see client.TLSFiles).
+	TLS client.TLSFiles
 }
 
 // Defaults returns the configuration used when nothing is set, in one place.
@@ -105,6 +109,9 @@ func (c Config) Validate() error {
 		add("coordinator URL is not set: use --coordinator or EXECQ_COORDINATOR")
 	} else if u, err := url.Parse(c.CoordinatorURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("coordinator URL %q: want http(s)://host[:port] (--coordinator, EXECQ_COORDINATOR)", c.CoordinatorURL)
+	}
+	if err := c.validateTLS(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Token == "" {
 		add("node token is not set: put it in EXECQ_AGENT_TOKEN or a file named by --token-file")

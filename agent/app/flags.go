@@ -45,6 +45,7 @@ func ParseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	b.Int(&cfg.RetryMax, "retry-max", "EXECQ_RETRY_MAX", "retries of a coordinator request after a network error or 5xx")
 	b.Duration(&cfg.RetryWaitMin, "retry-wait-min", "EXECQ_RETRY_WAIT_MIN", "shortest backoff between retries")
 	b.Duration(&cfg.RetryWaitMax, "retry-wait-max", "EXECQ_RETRY_WAIT_MAX", "longest backoff between retries")
+	tlsFlags(b, &cfg.TLS)
 	level := strings.ToLower(cfg.LogLevel.String())
 	b.String(&level, "log-level", "EXECQ_LOG_LEVEL", "debug, info, warn or error")
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,7 +57,10 @@ type Config struct {
 	// MaxLeaseWait is the longest wait Lease is asked for; a lease attempt
 	// times out 30s after it.
 	MaxLeaseWait time.Duration
-	// Transport replaces the default pooled transport (TLS settings, tests).
+	// TLS configures the default transport's TLS (see NewTLSConfig); nil
+	// verifies the coordinator against the system roots.
+	TLS *tls.Config
+	// Transport replaces the default pooled transport (tests).
 	Transport http.RoundTripper
 	// UserAgent is sent with every request.
 	UserAgent string
@@ -100,6 +104,7 @@ func New(cfg Config) (*Client, error) {
 		// One agent runs up to 100 commands, each heartbeating, plus
 		// the polls: keep their connections instead of redialling.
 		t.MaxIdleConnsPerHost = 128
+		t.TLSClientConfig = cfg.TLS
 		cfg.Transport = t
 	}
 	if cfg.UserAgent == "" {
@@ -172,6 +177,11 @@ func (c *Client) Heartbeat(ctx context.Context, commandID string, req shared.Hea
 		req.Chunks = []shared.Chunk{}
 	}
 	var out shared.HeartbeatResponse
+	// The coordinator would refuse it (400) after a round trip; an agent
+	// bug is reported here, with what is wrong.
+	if err := req.Validate(); err != nil {
+		return &out, fmt.Errorf("heartbeat command %s: invalid request: %w", commandID, err)
+	}
 	err := c.do(ctx, c.short, "heartbeat command "+commandID, http.MethodPost, commandPath(commandID, "heartbeat"), req, &out)
 	return &out, err
 }
@@ -182,6 +192,9 @@ func (c *Client) Finish(ctx context.Context, commandID string, req shared.Finish
 		req.Chunks = []shared.Chunk{}
 	}
 	var out shared.FinishResponse
+	if err := req.Validate(); err != nil {
+		return &out, fmt.Errorf("finish command %s: invalid request: %w", commandID, err)
+	}
 	err := c.do(ctx, c.short, "finish command "+commandID, http.MethodPost, commandPath(commandID, "finish"), req, &out)
 	return &out, err
 }
@@ -210,6 +223,9 @@ func (c *Client) do(ctx context.Context, hc *retryablehttp.Client, op, method, p
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+		if reason := tlsReason(err); reason != "" {
+			return &TLSError{Op: op, Reason: reason, Err: err}
 		}
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -252,6 +268,9 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	}
 	if err == nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
 		return false, nil
+	}
+	if err != nil && tlsReason(err) != "" {
+		return false, nil // a certificate problem: see TLSError
 	}
 	// Network errors except the hopeless ones (bad scheme, TLS trust),
 	// 5xx except 501.

@@ -150,6 +150,8 @@ type stackOptions struct {
 	// outputCap is the bytes kept per stream (0: the coordinator's default).
 	outputCap int64
 	env       []string // extra EXECQ_* settings for the coordinator
+	// tls serves the stack over HTTPS (tls_test.go).
+	tls *stackTLS
 }
 
 // stack is a coordinator on its own database, a user and a node identity,
@@ -168,6 +170,9 @@ type stack struct {
 	// a dead agent of its own host.
 	workDir string
 	client  *http.Client
+	// scheme is "https" when the stack serves TLS; tls is then its setup.
+	scheme string
+	tls    *stackTLS
 }
 
 func newStack(t testing.TB, opt stackOptions) *stack {
@@ -192,6 +197,10 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 		s.coordEnv = append(s.coordEnv, fmt.Sprintf("EXECQ_OUTPUT_CAP_BYTES=%d", opt.outputCap))
 	}
 	s.coordEnv = append(s.coordEnv, opt.env...)
+	s.scheme = "http"
+	if opt.tls != nil {
+		s.useTLS(opt.tls)
+	}
 	s.startCoordinator()
 	var user struct{ Token string }
 	var node struct{ Token string }
@@ -225,7 +234,7 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-func (s *stack) url(path string) string { return "http://" + s.addr + path }
+func (s *stack) url(path string) string { return s.scheme + "://" + s.addr + path }
 
 // startCoordinator starts (or restarts) the coordinator and waits for /readyz.
 func (s *stack) startCoordinator() {
@@ -244,7 +253,7 @@ func (s *stack) startCoordinator() {
 // startAgent starts an agent for the stack's node with extra flags.
 func (s *stack) startAgent(extra ...string) *proc {
 	s.t.Helper()
-	return s.startAgentAt("http://"+s.addr, extra...)
+	return s.startAgentAt(s.url(""), extra...)
 }
 
 // startAgentAt starts an agent that reaches the coordinator at coordURL (a

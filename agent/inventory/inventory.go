@@ -117,7 +117,11 @@ func (r *Reporter) Run(ctx context.Context) error {
 					}
 					retryAt = now.Add(wait)
 					if failures == 1 || failures%30 == 0 {
-						logger.Warn("report containers", "error", err, "containers", len(reports), "failed_reports", failures)
+						level := slog.LevelWarn
+						if client.IsTLS(err) {
+							level = slog.LevelError // a certificate to fix, not a blip
+						}
+						logger.Log(ctx, level, "report containers", "error", err, "containers", len(reports), "failed_reports", failures)
 					}
 					if r.Metrics != nil {
 						r.Metrics.CoordinatorErrors.WithLabelValues("inventory").Inc()

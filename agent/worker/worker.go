@@ -351,8 +351,10 @@ func (w *Worker) afterPoll(r pollResult, errStreak *int) time.Duration {
 		d := min(time.Second<<min(*errStreak-1, 5), 30*time.Second)
 		d = d/2 + rand.N(d/2+1)
 		level := slog.LevelWarn
-		if client.IsRejected(r.err) {
-			level = slog.LevelError // a 4xx on lease is configuration: token, node
+		if client.IsRejected(r.err) || client.IsTLS(r.err) {
+			// A 4xx on lease is configuration (token, node), and so is
+			// a certificate the agent or the coordinator refuses.
+			level = slog.LevelError
 		}
 		w.log.Log(context.Background(), level, "lease commands", "error", r.err, "retry_in", d.String())
 		return d

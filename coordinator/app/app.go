@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/execq/execq/coordinator/metrics"
 	"github.com/execq/execq/coordinator/reaper"
 	"github.com/execq/execq/coordinator/store"
+	"github.com/execq/execq/internal/certreload"
 )
 
 // App is a coordinator replica.
@@ -30,12 +32,19 @@ type App struct {
 	// Handler serves the whole HTTP surface.
 	Handler  http.Handler
 	draining chan struct{}
+	// tlsConfig and certs are set when serving HTTPS (tls.go).
+	tlsConfig *tls.Config
+	certs     *certreload.Reloader
 }
 
 // New connects to the database, applies pending migrations and builds the
 // handler. Call Close when done.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tlsConfig, certs, err := serverTLS(cfg.TLS, log)
+	if err != nil {
 		return nil, err
 	}
 	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DBMaxConns, QueryTimeout: cfg.DBQueryTimeout})
@@ -51,9 +60,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		log.Info("applied migrations", "migrations", applied)
 	}
 	a := &App{cfg: cfg, log: log, Store: st, draining: make(chan struct{})}
+	a.tlsConfig, a.certs = tlsConfig, certs
 	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, []string{store.NotifyChannel, store.FinishedChannel, store.ControlChannel, store.OutputChannel, store.AuthChannel}, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.registerTLSMetrics(reg)
 	m := metrics.New(reg, st, func() int { return a.Notifier.Parked(store.NotifyChannel) })
 	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log,
 		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL}
@@ -110,9 +121,9 @@ func (a *App) Run(ctx context.Context) error {
 	srv := a.HTTPServer()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Background(gctx) })
+	g.Go(func() error { return a.watchCertificate(gctx) })
 	g.Go(func() error {
-		a.log.Info("coordinator listening", "addr", ln.Addr().String())
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := a.serve(srv, ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

@@ -85,6 +85,8 @@ type Config struct {
 	// EXECQ_MAX_GRACE); whole seconds.
 	DefaultGrace time.Duration
 	MaxGrace     time.Duration
+	// TLS serves HTTPS, optionally with client certificates (tls.go).
+	TLS TLSConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -117,6 +119,8 @@ func DefaultConfig() Config {
 		MaxQueueTimeout:     7 * 24 * time.Hour,
 		DefaultGrace:        10 * time.Second,
 		MaxGrace:            5 * time.Minute,
+
+		TLS: TLSConfig{ReloadInterval: DefaultTLSReloadInterval},
 	}
 }
 
@@ -133,6 +137,9 @@ func (c Config) outputTail() int64 {
 
 // Validate reports the first setting an operator must fix.
 func (c Config) Validate() error {
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
 	switch {
 	case c.DatabaseURL == "":
 		return errors.New("--database-url (EXECQ_DATABASE_URL) is required, e.g. postgres://execq@localhost/execq?sslmode=disable")

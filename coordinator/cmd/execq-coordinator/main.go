@@ -157,6 +157,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.Duration(&cfg.MaxQueueTimeout, "max-queue-timeout", "EXECQ_MAX_QUEUE_TIMEOUT", "largest queue_timeout_seconds a submit may ask for")
 	f.Duration(&cfg.DefaultGrace, "default-grace", "EXECQ_DEFAULT_GRACE", "time between SIGTERM and SIGKILL when a command is cancelled (no grace_seconds) or times out")
 	f.Duration(&cfg.MaxGrace, "max-grace", "EXECQ_MAX_GRACE", "largest grace_seconds a cancel may ask for")
+	tlsFlags(f, &cfg.TLS)
 	if err := parse(f, args); err != nil {
 		return err
 	}

@@ -3,12 +3,14 @@ package app_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strings"
@@ -441,4 +443,67 @@ func TestStreamedRecordIsEncodingJSONs(t *testing.T) {
 	if !bytes.Equal(append(want, '\n'), r.Body) {
 		t.Fatalf("streamed record differs from encoding/json's bytes")
 	}
+}
+
+// startH2Replica is startReplica served over TLS with HTTP/2, whose
+// per-stream write timer runs while a handler writes nothing; it returns the
+// replica and a client that trusts it.
+func startH2Replica(t testing.TB, dbURL string, mod func(*app.Config)) (*replica, *http.Client) {
+	t.Helper()
+	cfg := testConfig(dbURL)
+	mod(&cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.New(ctx, cfg, testLogger())
+	if err != nil {
+		cancel()
+		t.Fatalf("app.New: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Background(ctx) }()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = a.HTTPServer()
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(func() { a.Close() })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("background loops: %v", err)
+		}
+	})
+	t.Cleanup(srv.Close)
+	c := srv.Client()
+	c.Timeout = 2 * time.Minute
+	return &replica{App: a, URL: srv.URL}, c
+}
+
+// TestLongWaitsOutliveTheWriteTimeoutOverHTTP2: over HTTP/2 a stream whose
+// write deadline passes is reset even while nothing is being written, so a
+// long-poll and a follow parked longer than the write timeout must extend
+// theirs: both still get their answer.
+func TestLongWaitsOutliveTheWriteTimeoutOverHTTP2(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	h2, client := startH2Replica(t, b.DBURL, func(c *app.Config) { c.WriteTimeout = 500 * time.Millisecond })
+	waitListeners(t, b.DB, 2)
+	hb := b.with(t)
+	hb.client = client
+
+	rec := b.submit(b.Alice, b.NodeA.Container, "true")
+	r := hb.doAt(h2.URL, http.MethodGet, commandPath(rec.ID)+"?wait=2s", b.Alice.Token, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET ?wait=2s over HTTP/2: %s", r)
+	}
+
+	lc := b.leaseCommand(b.NodeA, rec.ID)
+	b.start(b.NodeA, lc)
+	f := hb.follow(h2.URL, b.Alice, lc.ID, shared.StreamStdout, 0)
+	if f.resp.ProtoMajor != 2 {
+		t.Fatalf("follow answered over %s, want HTTP/2", f.resp.Proto)
+	}
+	time.Sleep(2 * time.Second) // parked: the command writes nothing for four write timeouts
+	b.heartbeat(b.NodeA, lc, stdout(0, "late\n"))
+	f.expect([]byte("late\n"), within)
+	b.finishOK(b.NodeA, lc.ID, shared.FinishRequest{Attempt: lc.Attempt, StdoutLength: 5, ExitCode: exitCode(0)}, shared.StatusSucceeded)
+	f.expectEnd(shared.StatusSucceeded)
 }

@@ -29,12 +29,12 @@ import (
 //     its buffers freed, while one making progress is not. A long-poll
 //     extends its deadline over its wait before parking (holdFor), which
 //     HTTP/2 needs as its per-stream write timer runs while nothing is
-//     written. A long chunked answer (output ?follow=true) needs nothing
-//     more: each of its writes extends the deadline as it goes, so a
-//     follower that reads is never cut, and one that stops is cut
-//     WriteTimeout after its last write blocked. A handler that writes
-//     around this middleware must call http.ResponseController's
-//     SetWriteDeadline itself before each write.
+//     written. A long chunked answer (output ?follow=true) does the same:
+//     each of its writes extends the deadline as it goes and each park
+//     between them extends it over the park, so a follower that reads is
+//     never cut, and one that stops is cut WriteTimeout after its last
+//     write blocked. A handler that writes around this middleware must call
+//     http.ResponseController's SetWriteDeadline itself before each write.
 
 // deadlines wraps the whole handler: it refuses dot-segment paths and sets
 // the read and write deadlines described above.

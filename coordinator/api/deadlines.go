@@ -46,6 +46,10 @@ func (s *Server) deadlines(next http.Handler) http.Handler {
 		rc := http.NewResponseController(w)
 		if r.Body != nil && r.Body != http.NoBody {
 			_ = rc.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+			// A shallow copy: net/http decides how to drain an unread body
+			// (or whether to send 100 Continue) from its own request's
+			// body type, which must stay as it was.
+			r = r.WithContext(r.Context())
 			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 		}
 		dw := &deadlineWriter{ResponseWriter: w, rc: rc, timeout: s.cfg.WriteTimeout}

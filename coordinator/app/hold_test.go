@@ -483,7 +483,9 @@ func startH2Replica(t testing.TB, dbURL string, mod func(*app.Config)) (*replica
 // theirs: both still get their answer.
 func TestLongWaitsOutliveTheWriteTimeoutOverHTTP2(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	// A lease that outlives the park without heartbeats: a heartbeat
+	// could wake the follower, and its write would extend the deadline.
+	b := setup(t, withConfig(func(c *app.Config) { c.LeaseTTL, c.Heartbeat = 30*time.Second, 5*time.Second }))
 	h2, client := startH2Replica(t, b.DBURL, func(c *app.Config) { c.WriteTimeout = 500 * time.Millisecond })
 	waitListeners(t, b.DB, 2)
 	hb := b.with(t)

@@ -516,3 +516,44 @@ func TestLongWaitsOutliveTheWriteTimeoutOverHTTP2(t *testing.T) {
 	b.finishOK(b.NodeA, lc.ID, shared.FinishRequest{Attempt: lc.Attempt, StdoutLength: 5, ExitCode: exitCode(0)}, shared.StatusSucceeded)
 	f.expectEnd(shared.StatusSucceeded)
 }
+
+// TestLargeReadsBeyondTheQueueAreBusy: with every large-read turn taken and
+// no room to wait, a read of a large record is 503 busy with Retry-After,
+// and is served once the turn is given back.
+func TestLargeReadsBeyondTheQueueAreBusy(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *app.Config) { c.MaxLargeReads, c.MaxLargeReadQueue = 1, 0 }))
+	const size = 8 << 20
+	out := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	id := b.finishWithOutput(`$1::bytea`, size, out)
+
+	// A client that reads nothing holds the one turn.
+	holder := b.dialRaw()
+	if tc, ok := holder.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	fmt.Fprintf(holder, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", commandPath(id), b.Alice.Token)
+	// Its status line is out once it has the turn; then it reads no more.
+	_ = holder.SetReadDeadline(time.Now().Add(within))
+	if line, err := bufio.NewReaderSize(holder, 16).ReadString('\n'); err != nil || !strings.Contains(line, " 200 ") {
+		t.Fatalf("non-reading client's answer: %q, %v", line, err)
+	}
+	r := b.do(http.MethodGet, commandPath(id), b.Alice.Token, nil)
+	b.with(t).wantError(r, http.StatusServiceUnavailable, "busy")
+	if got := r.Header.Get("Retry-After"); got != "1" {
+		t.Fatalf("busy answer Retry-After %q, want 1", got)
+	}
+	// A small record is not a large read: still served.
+	small := b.submit(b.Alice, b.NodeA.Container, "true")
+	b.get(b.Alice, small.ID)
+
+	holder.Close() // the turn is given back when its write fails
+	eventually(t, within, func() bool {
+		r = b.do(http.MethodGet, commandPath(id), b.Alice.Token, nil)
+		return r.Status == http.StatusOK
+	}, "the large record was not served after the turn was given back: %s", &r)
+	var rec shared.CommandExecutionRecord
+	if err := json.Unmarshal(r.Body, &rec); err != nil || rec.Stdout != string(out) {
+		t.Fatalf("large record after the turn came back: %v, stdout of %d bytes, want %d", err, len(rec.Stdout), size)
+	}
+}

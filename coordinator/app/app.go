@@ -68,7 +68,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	m := metrics.New(reg, st, func() int { return a.Notifier.Parked(store.NotifyChannel) })
 	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log,
 		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL}
-	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining}
+	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining, Log: log}
 	a.Handler = api.New(api.Config{
 		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap, OutputTail: cfg.outputTail(),
 		AuthCacheTTL: cfg.AuthCacheTTL, AuthFailInterval: cfg.AuthFailInterval, AuthFailBurst: cfg.AuthFailBurst,

@@ -2,18 +2,32 @@ package lease
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/execq/execq/coordinator/store"
 )
 
-// Claimer is the store query a poll runs; an interface so the wait logic can
-// be unit tested without a database.
+// Claimer is the store queries a poll runs; an interface so the wait logic
+// can be unit tested without a database.
 type Claimer interface {
 	Claim(ctx context.Context, nodeID string, max int, ttl time.Duration) ([]store.Command, error)
+	// NodesWithWork lists the nodes with a claimable command: the safety
+	// check, one query for every poll parked on the replica.
+	NodesWithWork(ctx context.Context) ([]string, error)
 }
 
 // Poller runs long-polls for agents.
+//
+// A parked poll claims again only when told its node may have work: by a
+// notification (the fast path) or by the replica's safety check, which runs
+// one grouped query per SafetyInterval for all parked polls together and
+// wakes those whose node has a claimable command. So an idle fleet costs one
+// query per replica per interval, not one per agent, and a notification
+// lost while the listener reconnected delays pickup by one interval at most.
 type Poller struct {
 	Store    Claimer
 	Notifier *Notifier
@@ -24,6 +38,14 @@ type Poller struct {
 	// Draining, once closed, ends every parked poll with an empty answer so
 	// a stopping replica hands its agents back quickly instead of cutting them off.
 	Draining <-chan struct{}
+	// Log reports failed safety checks; nil discards them.
+	Log *slog.Logger
+
+	mu sync.Mutex
+	// parked counts the polls in Poll; the safety check runs while it is
+	// not zero, so a replica without agents runs no query at all.
+	parked    int
+	stopCheck context.CancelFunc
 }
 
 // Poll claims up to max commands for the node, waiting up to wait for some
@@ -31,10 +53,9 @@ type Poller struct {
 func (p *Poller) Poll(ctx context.Context, nodeID string, max int, wait time.Duration) ([]store.Command, error) {
 	wake, cancel := p.Notifier.Subscribe(Key(store.NotifyChannel, nodeID))
 	defer cancel()
+	defer p.park()()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
-	safety := time.NewTicker(p.SafetyInterval)
-	defer safety.Stop()
 	for {
 		cmds, err := p.Store.Claim(ctx, nodeID, max, p.TTL)
 		if err != nil || len(cmds) > 0 {
@@ -42,13 +63,61 @@ func (p *Poller) Poll(ctx context.Context, nodeID string, max int, wait time.Dur
 		}
 		select {
 		case <-wake:
-		case <-safety.C:
 		case <-deadline.C:
 			return cmds, nil
 		case <-p.Draining:
 			return cmds, nil
 		case <-ctx.Done():
 			return cmds, ctx.Err()
+		}
+	}
+}
+
+// park counts a poll in, starting the safety check with the first one, and
+// returns the function that counts it out, stopping the check with the last.
+func (p *Poller) park() func() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.parked++
+	if p.parked == 1 {
+		ctx, stop := context.WithCancel(context.Background())
+		p.stopCheck = stop
+		go p.safetyCheck(ctx)
+	}
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.parked--
+		if p.parked == 0 {
+			p.stopCheck()
+			p.stopCheck = nil
+		}
+	}
+}
+
+// safetyCheck wakes, every interval (with jitter, so replicas do not query
+// in step), the parked polls of nodes that have claimable work, until ctx
+// ends.
+func (p *Poller) safetyCheck(ctx context.Context) {
+	for {
+		// ±10%: replicas started together drift apart.
+		d := p.SafetyInterval - p.SafetyInterval/10 + rand.N(p.SafetyInterval/5+1)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		nodes, err := p.Store.NodesWithWork(ctx)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, context.Canceled) && p.Log != nil {
+				p.Log.Warn("safety check of parked polls failed", "err", err)
+			}
+			continue
+		}
+		for _, node := range nodes {
+			p.Notifier.Wake(Key(store.NotifyChannel, node))
 		}
 	}
 }

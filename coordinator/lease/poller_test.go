@@ -32,6 +32,18 @@ func (f *fakeClaimer) Claim(_ context.Context, node string, max int, _ time.Dura
 	return q[:n], nil
 }
 
+func (f *fakeClaimer) NodesWithWork(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var nodes []string
+	for node, q := range f.queues {
+		if len(q) > 0 {
+			nodes = append(nodes, node)
+		}
+	}
+	return nodes, nil
+}
+
 func (f *fakeClaimer) push(node, id string) {
 	f.mu.Lock()
 	if f.queues == nil {

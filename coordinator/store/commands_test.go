@@ -480,3 +480,32 @@ func TestOutput(t *testing.T) {
 		t.Errorf("output of an unknown command: %v, want ErrNotFound", err)
 	}
 }
+
+// TestNodesWithWork lists a node exactly while a claim would take one of its
+// commands: queued and unleased, or leased with the lease expired.
+func TestNodesWithWork(t *testing.T) {
+	f := setup(t)
+	want := func(nodes ...string) {
+		t.Helper()
+		got, err := f.st.NodesWithWork(f.ctx)
+		if err != nil {
+			t.Fatalf("nodes with work: %v", err)
+		}
+		if len(got) != len(nodes) || (len(nodes) == 1 && got[0] != nodes[0]) {
+			t.Fatalf("nodes with work = %v, want %v", got, nodes)
+		}
+	}
+	want()
+	f.enqueue("true")
+	f.enqueue("true")
+	want(f.node.ID) // one row per node, however many commands
+	first := f.claimOne()
+	want(f.node.ID)
+	f.claimOne()
+	want() // all leased
+	f.expireLease(first.ID)
+	want(f.node.ID)
+	f.claimOne()
+	f.running()
+	want()
+}

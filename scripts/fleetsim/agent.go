@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,8 @@ func (r *recorder) mark(m map[string]time.Time, id string, t time.Time) {
 }
 
 func (r *recorder) fail(what string, err error) {
-	key := what + ": " + err.Error()
+	// Grouped by kind: the IDs in messages would make each one unique.
+	key := what + ": " + uuidPattern.ReplaceAllString(err.Error(), "<id>")
 	if len(key) > 160 {
 		key = key[:160]
 	}
@@ -62,6 +64,19 @@ func (r *recorder) latencies(from, to time.Time) (dispatch, e2e []time.Duration)
 	return dispatch, e2e
 }
 
+// lastFinish is when the last command finished.
+func (r *recorder) lastFinish() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var last time.Time
+	for _, f := range r.finished {
+		if f.After(last) {
+			last = f
+		}
+	}
+	return last
+}
+
 // finishedBetween counts the commands finished in [from, to).
 func (r *recorder) finishedBetween(from, to time.Time) int {
 	r.mu.Lock()
@@ -85,6 +100,8 @@ type simAgent struct {
 	rec        *recorder
 	waitMillis int
 }
+
+var uuidPattern = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 
 var output = []byte("fleetsim: one line of output\n")
 

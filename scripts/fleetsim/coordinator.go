@@ -141,10 +141,11 @@ func raiseOpenFiles(want uint64) (uint64, error) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, err
 	}
-	if lim.Max < want {
-		try := syscall.Rlimit{Cur: want, Max: want}
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &try) == nil {
-			return want, nil
+	// Raising the hard limit needs CAP_SYS_RESOURCE and is capped by
+	// fs.nr_open: try smaller steps down to what we have.
+	for try := want; try > lim.Max; try /= 2 {
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: try, Max: try}) == nil {
+			return try, nil
 		}
 	}
 	lim.Cur = lim.Max

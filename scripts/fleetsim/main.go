@@ -101,7 +101,9 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return fmt.Errorf("raise the open-files limit: %w", err)
 	}
-	if need := uint64(c.nodes*2 + 1000); limit < need {
+	// This process holds a connection per agent, and so does each replica
+	// (which inherits the limit).
+	if need := uint64(c.nodes + 1000); limit < need {
 		return fmt.Errorf("open-files limit %d, want at least %d for %d agents (ulimit -n)", limit, need, c.nodes)
 	}
 	c.workDir, err = os.MkdirTemp("", "fleetsim-")
@@ -244,11 +246,12 @@ func (f *fleet) submit(ctx context.Context, base, container string) error {
 type snapshot struct {
 	at      time.Time
 	cpu     float64
+	self    float64 // the simulator's own CPU seconds
 	commits int64
 }
 
 func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
-	s := snapshot{at: time.Now()}
+	s := snapshot{at: time.Now(), self: selfCPU()}
 	for _, r := range f.replicas {
 		cpu, err := r.cpuSeconds()
 		if err != nil {
@@ -259,6 +262,14 @@ func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
 	var err error
 	s.commits, err = f.cl.commits(ctx, f.dbName)
 	return s, err
+}
+
+// selfCPU is the CPU seconds this process has used: the simulated fleet
+// competes with the coordinator and PostgreSQL for the same cores.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // settle lets PostgreSQL publish the backends' statistics (at most once a
@@ -329,12 +340,18 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 		}
 		conns = f.cl.sampleConnections(ctx, f.dbName, 250*time.Millisecond)
 		stopAgents = startAgents(ctx, f.agents)
+		// Until every command finished, or none did for 20s (a command
+		// whose lease was lost ends failed by the reaper, not by a finish).
 		deadline := time.Now().Add(c.duration)
-		for f.rec.done.Load() < int64(c.backlog) && time.Now().Before(deadline) && ctx.Err() == nil {
+		last, progress := int64(0), time.Now()
+		for done := f.rec.done.Load(); done < int64(c.backlog) && time.Now().Before(deadline) && time.Since(progress) < 20*time.Second && ctx.Err() == nil; done = f.rec.done.Load() {
+			if done > last {
+				last, progress = done, time.Now()
+			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		res.window = time.Since(start.at)
 		res.jobs = int(f.rec.done.Load())
+		res.window = f.rec.lastFinish().Sub(start.at)
 	} else {
 		stopAgents = startAgents(ctx, f.agents)
 		if err := f.waitParked(ctx, len(f.agents)); err != nil {
@@ -358,7 +375,8 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 		res.dispatch, res.e2e = f.rec.latencies(start.at, start.at.Add(res.window))
 	}
 	conns.end()
-	res.maxConns, res.maxActive, res.meanActive = conns.maxTotal, conns.maxActive, conns.meanActive()
+	res.maxConns, res.maxActive, res.meanActive, res.meanIdleInTx = conns.maxTotal, conns.maxActive, conns.meanActive(), conns.meanIdleInTx()
+	res.simCPU = selfCPU() - start.self
 	cpu := 0.0
 	for _, r := range f.replicas {
 		rss, peak, _ := r.memory()

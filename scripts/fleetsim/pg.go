@@ -70,10 +70,17 @@ func (c *cluster) commits(ctx context.Context, name string) (int64, error) {
 // connections counts the client connections to database name: all of them
 // and those running a statement now.
 func (c *cluster) connections(ctx context.Context, name string) (total, active int, err error) {
-	err = c.admin.QueryRowContext(ctx, `
-		SELECT count(*), count(*) FILTER (WHERE state = 'active')
-		FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, name).Scan(&total, &active)
+	total, active, _, err = c.connectionStates(ctx, name)
 	return total, active, err
+}
+
+// connectionStates also counts the connections held inside a transaction
+// while the coordinator does something else: a pool slot taken, no work done.
+func (c *cluster) connectionStates(ctx context.Context, name string) (total, active, idleInTx int, err error) {
+	err = c.admin.QueryRowContext(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE state = 'active'), count(*) FILTER (WHERE state LIKE 'idle in transaction%')
+		FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, name).Scan(&total, &active, &idleInTx)
+	return total, active, idleInTx, err
 }
 
 // connSampler samples connections every interval until stopped and keeps
@@ -81,6 +88,7 @@ func (c *cluster) connections(ctx context.Context, name string) (total, active i
 type connSampler struct {
 	maxTotal, maxActive int
 	sumActive, samples  int
+	sumIdleInTx         int
 	stop                chan struct{}
 	done                chan struct{}
 }
@@ -99,10 +107,11 @@ func (c *cluster) sampleConnections(ctx context.Context, name string, every time
 				return
 			case <-t.C:
 			}
-			total, active, err := c.connections(ctx, name)
+			total, active, idleInTx, err := c.connectionStates(ctx, name)
 			if err != nil {
 				continue
 			}
+			s.sumIdleInTx += idleInTx
 			s.maxTotal, s.maxActive = max(s.maxTotal, total), max(s.maxActive, active)
 			s.sumActive += active
 			s.samples++
@@ -121,6 +130,13 @@ func (s *connSampler) meanActive() float64 {
 		return 0
 	}
 	return float64(s.sumActive) / float64(s.samples)
+}
+
+func (s *connSampler) meanIdleInTx() float64 {
+	if s.samples == 0 {
+		return 0
+	}
+	return float64(s.sumIdleInTx) / float64(s.samples)
 }
 
 // pgbenchBinary finds pgbench among the installed servers, the newest first:

@@ -16,6 +16,8 @@ type results struct {
 	rss, peakRSS        float64 // MiB, all replicas
 	maxConns, maxActive int
 	meanActive          float64
+	meanIdleInTx        float64
+	simCPU              float64 // the simulator's CPU seconds over the window
 	commits             int64
 	submitErrors        int64
 	pgbenchTPS          float64
@@ -59,7 +61,8 @@ func (r *results) print(c config) {
 		fmt.Printf("  commits per job           %.2f  (xact_commit delta %d)\n", float64(r.commits)/float64(r.jobs), r.commits)
 	}
 	fmt.Printf("  coordinator RSS           %.0f MiB (peak %.0f MiB)\n", r.rss, r.peakRSS)
-	fmt.Printf("  PostgreSQL connections    max %d open, max %d active, mean %.1f active\n", r.maxConns, r.maxActive, r.meanActive)
+	fmt.Printf("  PostgreSQL connections    max %d open, max %d active; mean %.1f active, %.1f idle in transaction\n", r.maxConns, r.maxActive, r.meanActive, r.meanIdleInTx)
+	fmt.Printf("  simulator CPU             %.2f cores (the fleet shares the machine)\n", r.simCPU/r.window.Seconds())
 	if r.submitErrors > 0 {
 		fmt.Printf("  submits failed/not sent   %d\n", r.submitErrors)
 	}

@@ -46,31 +46,115 @@ type Poller struct {
 	// not zero, so a replica without agents runs no query at all.
 	parked    int
 	stopCheck context.CancelFunc
+	// idle holds, by node, the subscription of a poll that ended empty at
+	// its deadline, for the node's next poll (see Poll).
+	idle map[string]*idleSub
+}
+
+// idleSub is a subscription kept between two polls of an idle node.
+type idleSub struct {
+	wake   <-chan struct{}
+	cancel func()
+	expiry *time.Timer
 }
 
 // Poll claims up to max commands for the node, waiting up to wait for some
 // to be queued. It returns an empty list when the wait ends with nothing.
+//
+// An idle agent polls again as soon as an empty answer comes back. A poll
+// that ends empty at its deadline leaves its subscription for the node's
+// next poll (for one SafetyInterval): if no notification, safety-check wake
+// or wake-all reached it since the last claim, nothing was queued for the
+// node that a claim would find, and the next poll parks without querying.
+// So an idle agent costs no query per poll, only its share of the safety
+// check; a notification lost in the gap is found by the safety check, as
+// for a parked poll.
 func (p *Poller) Poll(ctx context.Context, nodeID string, max int, wait time.Duration) ([]store.Command, error) {
-	wake, cancel := p.Notifier.Subscribe(Key(store.NotifyChannel, nodeID))
-	defer cancel()
+	wake, cancel, claim := p.subscribe(nodeID)
+	keep := false
+	defer func() {
+		if keep {
+			p.keepIdle(nodeID, wake, cancel)
+		} else {
+			cancel()
+		}
+	}()
 	defer p.park()()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
-		cmds, err := p.Store.Claim(ctx, nodeID, max, p.TTL)
-		if err != nil || len(cmds) > 0 {
-			return cmds, err
+		if claim {
+			cmds, err := p.Store.Claim(ctx, nodeID, max, p.TTL)
+			if err != nil || len(cmds) > 0 {
+				return cmds, err
+			}
 		}
+		claim = true
 		select {
 		case <-wake:
 		case <-deadline.C:
-			return cmds, nil
+			keep = true
+			return []store.Command{}, nil
 		case <-p.Draining:
-			return cmds, nil
+			return []store.Command{}, nil
 		case <-ctx.Done():
-			return cmds, ctx.Err()
+			return []store.Command{}, ctx.Err()
 		}
 	}
+}
+
+// subscribe returns the node's wake-up channel: the subscription its last
+// poll left, if any, else a new one. claim says whether the poll must claim
+// before it parks: always with a new subscription (subscribed before the
+// claim reads, so no wake-up is missed between the two), and with a kept
+// one only if it was woken since.
+func (p *Poller) subscribe(nodeID string) (wake <-chan struct{}, cancel func(), claim bool) {
+	p.mu.Lock()
+	s := p.idle[nodeID]
+	if s != nil && s.expiry.Stop() {
+		delete(p.idle, nodeID)
+		p.mu.Unlock()
+		select {
+		case <-s.wake:
+			return s.wake, s.cancel, true
+		default:
+			return s.wake, s.cancel, false
+		}
+	}
+	p.mu.Unlock()
+	wake, cancel = p.Notifier.Subscribe(Key(store.NotifyChannel, nodeID))
+	return wake, cancel, true
+}
+
+// keepIdle keeps a subscription for the node's next poll, for one
+// SafetyInterval at most.
+func (p *Poller) keepIdle(nodeID string, wake <-chan struct{}, cancel func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.idle == nil {
+		p.idle = map[string]*idleSub{}
+	}
+	if old := p.idle[nodeID]; old != nil && old.expiry.Stop() {
+		old.cancel() // two polls of one node ended: keep one
+	}
+	s := &idleSub{wake: wake, cancel: cancel}
+	s.expiry = time.AfterFunc(p.SafetyInterval, func() {
+		p.mu.Lock()
+		if p.idle[nodeID] == s {
+			delete(p.idle, nodeID)
+		}
+		p.mu.Unlock()
+		cancel()
+	})
+	p.idle[nodeID] = s
+}
+
+// Parked returns how many polls are in Poll now. (The notifier's count of
+// subscriptions also holds those kept between the polls of idle nodes.)
+func (p *Poller) Parked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.parked
 }
 
 // park counts a poll in, starting the safety check with the first one, and

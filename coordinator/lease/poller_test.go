@@ -195,3 +195,59 @@ func TestParkedCountsOneChannel(t *testing.T) {
 		t.Fatalf("%d waiters left after cancel", got)
 	}
 }
+
+// TestRepollOfIdleNodeRunsNoClaim: an agent re-polls as soon as an empty
+// answer comes back, so an idle fleet's re-polls were a claim each (with
+// 10,000 agents and 30s waits, 333 queries a second). The node's
+// subscription outlives the poll for a while: if nothing was notified since
+// the last claim, the next poll parks without claiming; anything notified in
+// between, or a wake-all after a listener reconnect, makes it claim first.
+func TestRepollOfIdleNodeRunsNoClaim(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, time.Hour)
+	calls := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.calls
+	}
+	if r := <-poll(p, "node-a", 10*time.Millisecond); len(r.cmds) != 0 {
+		t.Fatalf("got %+v, want an empty answer", r)
+	}
+	if got := calls(); got != 1 {
+		t.Fatalf("%d claims for the first poll, want 1", got)
+	}
+	for range 3 {
+		if r := <-poll(p, "node-a", 10*time.Millisecond); len(r.cmds) != 0 {
+			t.Fatalf("got %+v, want an empty answer", r)
+		}
+	}
+	if got := calls(); got != 1 {
+		t.Fatalf("%d claims after three idle re-polls, want still 1", got)
+	}
+
+	// Work notified between two polls is claimed by the next one at once.
+	c.push("node-a", "between-polls")
+	n.Wake(Key(store.NotifyChannel, "node-a"))
+	if r := <-poll(p, "node-a", time.Hour); len(r.cmds) != 1 {
+		t.Fatalf("got %+v, want the command notified between polls", r)
+	}
+	// A poll that handed out work is followed by a claim: there may be more.
+	before := calls()
+	<-poll(p, "node-a", 10*time.Millisecond)
+	if got := calls() - before; got != 1 {
+		t.Fatalf("%d claims for the poll after one with work, want 1", got)
+	}
+
+	// A reconnect (wake-all) between polls: notifications may have been lost.
+	c.push("node-a", "lost-notify")
+	n.Wake("")
+	if r := <-poll(p, "node-a", time.Hour); len(r.cmds) != 1 {
+		t.Fatalf("got %+v, want the command after a wake-all", r)
+	}
+	// Another node's first poll claims as always.
+	before = calls()
+	<-poll(p, "node-b", 10*time.Millisecond)
+	if got := calls() - before; got != 1 {
+		t.Fatalf("%d claims for another node's first poll, want 1", got)
+	}
+}

@@ -68,6 +68,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.registerTLSMetrics(reg)
 	a.Poller = &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining, Log: log}
+	// After a listener reconnect, one query finds the nodes with work
+	// instead of every parked poll claiming at once.
+	a.Notifier.Delegate(store.NotifyChannel, a.Poller.CheckNow)
 	m := metrics.New(reg, st, a.Poller.Parked)
 	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log,
 		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL}

@@ -193,15 +193,26 @@ func (p *Poller) safetyCheck(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		nodes, err := p.Store.NodesWithWork(ctx)
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.Canceled) && p.Log != nil {
-				p.Log.Warn("safety check of parked polls failed", "err", err)
-			}
-			continue
+		p.check(ctx)
+	}
+}
+
+// CheckNow runs a safety check at once, in the background: what to do when
+// notifications may have been missed (see Notifier.Delegate), rather than
+// wake every parked poll to claim.
+func (p *Poller) CheckNow() { go p.check(context.Background()) }
+
+// check wakes the polls of the nodes that have claimable work, and the
+// subscriptions kept for idle nodes' next polls.
+func (p *Poller) check(ctx context.Context) {
+	nodes, err := p.Store.NodesWithWork(ctx)
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, context.Canceled) && p.Log != nil {
+			p.Log.Warn("safety check of parked polls failed", "err", err)
 		}
-		for _, node := range nodes {
-			p.Notifier.Wake(Key(store.NotifyChannel, node))
-		}
+		return
+	}
+	for _, node := range nodes {
+		p.Notifier.Wake(Key(store.NotifyChannel, node))
 	}
 }

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -249,5 +250,48 @@ func TestRepollOfIdleNodeRunsNoClaim(t *testing.T) {
 	<-poll(p, "node-b", 10*time.Millisecond)
 	if got := calls() - before; got != 1 {
 		t.Fatalf("%d claims for another node's first poll, want 1", got)
+	}
+}
+
+// TestReconnectWakesOnlyNodesWithWork: after the listener reconnects,
+// notifications may have been lost, but waking every parked poll sent
+// thousands of claims at the pool at once. The poller checks instead, with
+// one query, which nodes have work, and wakes their polls only.
+func TestReconnectWakesOnlyNodesWithWork(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, time.Hour)
+	n.Delegate(store.NotifyChannel, p.CheckNow)
+	const polls = 20
+	results := make([]chan pollResult, polls)
+	for i := range results {
+		results[i] = poll(p, fmt.Sprintf("node-%d", i), time.Hour)
+	}
+	waitParked(t, n, polls)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		calls := c.calls
+		c.mu.Unlock()
+		if calls == polls {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the polls never ran their first claim")
+		}
+	}
+	c.push("node-7", "lost-notify")
+	n.resynced() // what a listener reconnect does
+	select {
+	case r := <-results[7]:
+		if len(r.cmds) != 1 {
+			t.Fatalf("got %+v, want the command", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poll of the node with work was not woken after the reconnect")
+	}
+	c.mu.Lock()
+	calls := c.calls
+	c.mu.Unlock()
+	if calls != polls+1 {
+		t.Fatalf("%d claims after the reconnect, want 1 (the node with work), not one per parked poll", calls-polls)
 	}
 }

@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 	for name, pkg := range map[string]string{
 		"execq-coordinator": "./coordinator/cmd/execq-coordinator",
 		"execq-agent":       "./agent/cmd/execq-agent",
+		"execq":             "./cli/cmd/execq",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
@@ -207,6 +208,10 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 	s.admin(&user, "users", "create", "--name", "e2e-user")
 	s.admin(&node, "nodes", "create", "--name", "e2e-node")
 	s.userToken, s.nodeToken = user.Token, node.Token
+	var grant struct {
+		GrantID string `json:"grant_id"`
+	}
+	s.admin(&grant, "grants", "add", "--user", "e2e-user", "--selector", "node=e2e-node")
 	return s
 }
 

@@ -44,7 +44,7 @@ func TestIdleFleetSafetyCheckIsPerReplica(t *testing.T) {
 	if _, err := st.Migrate(ctx); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	user, _, err := st.CreateUser(ctx, "alice", false)
+	user, _, err := st.CreateUser(ctx, "alice", true) // an admin may use every container
 	if err != nil {
 		t.Fatalf("create user: %v", err)
 	}

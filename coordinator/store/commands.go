@@ -81,15 +81,15 @@ func (e *GapError) Error() string {
 	return fmt.Sprintf("output gap: stored stdout=%d stderr=%d", e.Offsets.Stdout, e.Offsets.Stderr)
 }
 
-// enqueueSQL inserts a queued command for a known container and notifies
-// its node. $8 and $9 are the run and queue timeouts. $6 and $7 are the
+// enqueueSQL inserts a queued command for a known container the user $3
+// may use (mayUse: an admin, or a grant selecting it) and notifies its node. $8 and $9 are the run and queue timeouts. $6 and $7 are the
 // idempotency key and request hash, NULL for a
 // plain submit: such a row is outside the partial unique index, so ON
 // CONFLICT never applies to it. With a key, a row already holding it makes
 // the insert do nothing (after waiting for the transaction that wrote it, if
 // that is still open) and return no row.
-const enqueueSQL = `
-	WITH target AS (SELECT node_id FROM containers WHERE id = $2),
+var enqueueSQL = `
+	WITH target AS (SELECT node_id FROM containers c WHERE id = $2 AND ` + mayUse("c", "$3") + `),
 	ins AS (
 		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, idempotency_key, idempotency_hash,
 			timeout_seconds, queue_timeout_seconds, queue_deadline)
@@ -116,12 +116,16 @@ func enqueueArgs(containerID, requestedBy string, req shared.SubmitRequest, key 
 // Enqueue inserts a queued command for a known container and notifies the
 // container's node, in one statement: the notification is delivered when it
 // commits, so a woken poller always finds the row. ErrNotFound means the
-// container was never reported (or is gone).
+// container was never reported (or is gone), or requestedBy may not use it
+// (not an admin, and no grant selects it): the two are one answer, so a
+// caller learns nothing about containers they may not use.
 func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var c CommandWithOutput
-	err := s.db.GetContext(ctx, &c, enqueueSQL, enqueueArgs(containerID, requestedBy, req, "", nil)...)
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.GetContext(ctx, &c, enqueueSQL, enqueueArgs(containerID, requestedBy, req, "", nil)...)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
@@ -181,7 +185,12 @@ func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Dura
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	cs := []Command{}
-	err := s.db.SelectContext(ctx, &cs, claimSQL, nodeID, max, ttl.Milliseconds())
+	// A commit point: the rows it leased are returned, even when the
+	// caller's context ended meanwhile, so the caller can deliver or
+	// release them rather than leave them to their TTL.
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.SelectContext(ctx, &cs, claimSQL, nodeID, max, ttl.Milliseconds())
+	})
 	if err != nil {
 		return nil, fmt.Errorf("claim for node %s: %w", nodeID, interpretError(err))
 	}
@@ -209,6 +218,16 @@ func (s *Store) NodesWithWork(ctx context.Context) ([]string, error) {
 	return nodes, nil
 }
 
+// startSQL marks a leased command running if the lease is still the
+// caller's and unexpired.
+const startSQL = `
+	UPDATE commands SET status = 'running', started_at = now(),
+		lease_expires_at = now() + $4 * interval '1 millisecond',
+		run_deadline = now() + timeout_seconds * interval '1 second'
+	WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued' AND lease_expires_at > now()
+		AND (queue_deadline IS NULL OR queue_deadline > now())
+	RETURNING lease_expires_at`
+
 // Start marks a leased command running: the agent's permission to execute.
 // It is idempotent for the same lease (a retried request whose answer was
 // lost gets the same yes) and refuses anything else.
@@ -216,13 +235,9 @@ func (s *Store) Start(ctx context.Context, id, nodeID string, attempt int, ttl t
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var exp time.Time
-	err := s.db.GetContext(ctx, &exp, `
-		UPDATE commands SET status = 'running', started_at = now(),
-			lease_expires_at = now() + $4 * interval '1 millisecond',
-			run_deadline = now() + timeout_seconds * interval '1 second'
-		WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued' AND lease_expires_at > now()
-			AND (queue_deadline IS NULL OR queue_deadline > now())
-		RETURNING lease_expires_at`, id, nodeID, attempt, ttl.Milliseconds())
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.GetContext(ctx, &exp, startSQL, id, nodeID, attempt, ttl.Milliseconds())
+	})
 	if err == nil {
 		return exp, nil
 	}

@@ -20,7 +20,7 @@ const (
 )
 
 // fixture is a store on a fresh migrated database with what most queries
-// need: a user, a node and one container the node reported.
+// need: a user granted a node, and one container the node reported.
 type fixture struct {
 	t         testing.TB
 	ctx       context.Context
@@ -50,11 +50,20 @@ func setup(t testing.TB) *fixture {
 		t.Fatalf("create user: %v", err)
 	}
 	f.node = f.newNode("node-a")
+	f.grantNode(f.user, f.node)
 	f.container = uuid.NewString()
 	if rej, err := st.ReplaceInventory(ctx, f.node.ID, []Container{{ID: f.container, Name: "c1", State: "running"}}); err != nil || len(rej) > 0 {
 		t.Fatalf("report container: rejected %v, err %v", rej, err)
 	}
 	return f
+}
+
+// grantNode lets user use every container of node.
+func (f *fixture) grantNode(user User, node Node) {
+	f.t.Helper()
+	if _, _, err := f.st.CreateGrant(f.ctx, user.Name, shared.Selector{shared.LabelNode: node.Name}); err != nil {
+		f.t.Fatalf("grant node %s to %s: %v", node.Name, user.Name, err)
+	}
 }
 
 // newNode creates a node.
@@ -109,7 +118,18 @@ func (f *fixture) running() Command {
 // (moving a lease into the past, bulk rows).
 func (f *fixture) exec(query string, args ...any) {
 	f.t.Helper()
-	if _, err := f.st.db.ExecContext(f.ctx, query, args...); err != nil {
+	// Test set-up, not a call under test: free of the statement timeout
+	// Open sets (a large seed may take longer on a loaded machine).
+	conn, err := f.st.db.Connx(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(f.ctx, `SET statement_timeout = 0`); err != nil {
+		f.t.Fatal(err)
+	}
+	defer conn.ExecContext(f.ctx, `RESET statement_timeout`) //nolint:errcheck
+	if _, err := conn.ExecContext(f.ctx, query, args...); err != nil {
 		f.t.Fatalf("%s: %v", query, err)
 	}
 }

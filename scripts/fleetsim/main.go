@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -83,7 +84,8 @@ type fleet struct {
 	agents   []*simAgent
 	probe    *simAgent
 	rec      *recorder
-	user     string // admin token for submits
+	user     string       // admin token for submits
+	refused  atomic.Int64 // submits answered 429, retried
 	http     *http.Client
 }
 
@@ -152,6 +154,7 @@ func run(ctx context.Context, c config) error {
 			return err
 		}
 	}
+	res.refused = f.refused.Load()
 	res.print(c)
 	f.printErrors()
 	return nil
@@ -223,12 +226,32 @@ func (f *fleet) submit(ctx context.Context, base, container string) error {
 	req.Header.Set("Authorization", "Bearer "+f.user)
 	req.Header.Set("Content-Type", "application/json")
 	sent := time.Now()
-	resp, err := f.http.Do(req)
-	if err != nil {
-		return err
+	var raw []byte
+	var resp *http.Response
+	for {
+		req.Body, _ = req.GetBody()
+		resp, err = f.http.Do(req)
+		if err != nil {
+			return err
+		}
+		raw, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		// An early refusal (429 overloaded) is what a client retries after
+		// Retry-After; it was not queued. The time it waited counts.
+		if resp.StatusCode != http.StatusTooManyRequests {
+			break
+		}
+		f.refused.Add(1)
+		wait := 100 * time.Millisecond
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			wait = time.Duration(s) * time.Second
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("submit: HTTP %d: %.200s", resp.StatusCode, raw)
 	}

@@ -20,6 +20,7 @@ type results struct {
 	simCPU              float64 // the simulator's CPU seconds over the window
 	commits             int64
 	submitErrors        int64
+	refused             int64 // submits answered 429 and retried
 	pgbenchTPS          float64
 	// idle mode
 	idleBase, idleParked      idleFigures
@@ -63,6 +64,9 @@ func (r *results) print(c config) {
 	fmt.Printf("  coordinator RSS           %.0f MiB (peak %.0f MiB)\n", r.rss, r.peakRSS)
 	fmt.Printf("  PostgreSQL connections    max %d open, max %d active; mean %.1f active, %.1f idle in transaction\n", r.maxConns, r.maxActive, r.meanActive, r.meanIdleInTx)
 	fmt.Printf("  simulator CPU             %.2f cores (the fleet shares the machine)\n", r.simCPU/r.window.Seconds())
+	if r.refused > 0 {
+		fmt.Printf("  submits refused (429)     %d, retried after Retry-After\n", r.refused)
+	}
 	if r.submitErrors > 0 {
 		fmt.Printf("  submits failed/not sent   %d\n", r.submitErrors)
 	}

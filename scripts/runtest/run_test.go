@@ -39,6 +39,7 @@ const succeeded = `"status": "succeeded"`
 func TestRunStopsOnCtrlC(t *testing.T) {
 	r := startRun(t, runOptions{terminal: true})
 	r.waitFor(t, succeeded)
+	r.tryExecq(t)
 	r.signalGroup(t, syscall.SIGINT)
 	r.wait(t)
 	r.assertNothingLeft(t)
@@ -328,6 +329,28 @@ func (r *run) startLongCommand(t *testing.T) {
 		}
 		return rec
 	}
+	// The demo user is no admin (the admin-only grants route does not
+	// exist for it), and its grant covers both demo containers.
+	req, err := http.NewRequest(http.MethodGet, env["EXECQ_API"]+"/api/v1/grants", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+env["EXECQ_TOKEN"])
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the demo user's GET /api/v1/grants: %v %v, want 404 (not an admin)", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	listed := map[string]bool{}
+	containers, _ := call(http.MethodGet, "/api/v1/containers", "")["containers"].([]any)
+	for _, c := range containers {
+		if m, ok := c.(map[string]any); ok {
+			listed[m["id"].(string)] = true
+		}
+	}
+	if len(listed) != 2 || !listed[env["EXECQ_CONTAINER_1"]] || !listed[env["EXECQ_CONTAINER_2"]] {
+		t.Fatalf("the demo user lists %v, want the two demo containers", listed)
+	}
 	rec := call(http.MethodPost, "/api/v1/containers/"+env["EXECQ_CONTAINER_2"]+"/commands",
 		`{"program":"/bin/sleep","args":["300"]}`)
 	id, _ := rec["id"].(string)
@@ -338,6 +361,23 @@ func (r *run) startLongCommand(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 		rec = call(http.MethodGet, "/api/v1/commands/"+id, "")
+	}
+}
+
+// tryExecq runs one of the execq lines the run prints, with the demo
+// user's settings it writes to demo.env: the quick start works as shown.
+func (r *run) tryExecq(t *testing.T) {
+	t.Helper()
+	line := "execq exec execq-demo-2 -- sh -c 'echo out; echo err >&2; exit 7'"
+	r.waitFor(t, line)
+	env := readEnvFile(t, filepath.Join(r.dir, "demo.env"))
+	cmd := exec.Command(filepath.Join(r.root, "bin", "execq"), "exec", "execq-demo-2", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	cmd.Env = append(cleanEnv(), "EXECQ_SERVER="+env["EXECQ_SERVER"], "EXECQ_TOKEN="+env["EXECQ_TOKEN"])
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 7 || stdout.String() != "out\n" || stderr.String() != "err\n" {
+		t.Fatalf("%s: exit %d, stdout %q, stderr %q; want 7, out, err", line, code, stdout.String(), stderr.String())
 	}
 }
 

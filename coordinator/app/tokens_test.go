@@ -197,8 +197,12 @@ func TestRevokedNodeRunningCommandIsLost(t *testing.T) {
 	if got := b.get(b.Alice, rec.ID); got.Status != shared.StatusRunning {
 		t.Fatalf("right after revoke: %s, want still running (its program may be)", got.Status)
 	}
-	r := b.agent(b.NodeA, rec.ID, "heartbeat", shared.HeartbeatRequest{Attempt: lc.Attempt})
-	b.wantError(r, http.StatusUnauthorized, "unauthenticated")
+	// The token cache learns of the revocation by notification, so the
+	// refusal is waited for, not expected on the very next request.
+	eventually(t, within, func() bool {
+		r := b.agent(b.NodeA, rec.ID, "heartbeat", shared.HeartbeatRequest{Attempt: lc.Attempt})
+		return r.Status == http.StatusUnauthorized
+	}, "the revoked node's heartbeat was never refused")
 	got := b.waitStatus(b.Alice, rec.ID, shared.StatusFailed)
 	if got.EndReason == nil || *got.EndReason != shared.EndAgentLost {
 		t.Fatalf("end reason %v, want agent_lost", got.EndReason)

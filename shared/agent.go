@@ -122,6 +122,34 @@ type ReleaseResponse struct {
 // for them in base64 plus the envelope.
 const MaxRequestOutputBytes = 8 << 20
 
+// Bounds on the numbers an agent sends. The coordinator refuses a request
+// outside them (400 invalid_field) before it touches the database; the
+// agent checks its own requests against them before sending.
+const (
+	// MaxRequestChunks bounds the chunks of one heartbeat or finish. The
+	// agent sends at most one per stream; the bound keeps what one request
+	// costs the coordinator (one INSERT of its chunks, under the command's
+	// row lock) small, however the bytes are cut up.
+	MaxRequestChunks = 1024
+	// MaxStreamBytes bounds a stream's offsets and lengths. 2^53 is exact
+	// in every JSON parser and far past any output cap (bytes past the cap
+	// are counted, so offsets may pass it), and offset plus length cannot
+	// overflow.
+	MaxStreamBytes int64 = 1 << 53
+	// MaxExitCode is the largest exit status: runc exec reports the
+	// program's status, 0..255 (128+n when signal n killed it).
+	MaxExitCode = 255
+	// MaxAttempt is the largest lease attempt: the coordinator stores it as
+	// a PostgreSQL integer.
+	MaxAttempt = 1<<31 - 1
+	// MaxWaitMillis bounds wait_ms of the lease and control long-polls
+	// (about 24.8 days, the largest 32-bit number). The coordinator shortens
+	// any wait to its own maximum, so asking for a day is fine; the bound
+	// only keeps the number meaningful (a larger one overflowed the wait
+	// into a negative duration).
+	MaxWaitMillis = 1<<31 - 1
+)
+
 // Chunk is a run of output bytes at a byte offset of one stream. Data is
 // base64 in JSON. A chunk wholly below the stored end is acknowledged and
 // ignored; one that overlaps it is trimmed; one past it is a gap.

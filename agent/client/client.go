@@ -177,6 +177,11 @@ func (c *Client) Heartbeat(ctx context.Context, commandID string, req shared.Hea
 		req.Chunks = []shared.Chunk{}
 	}
 	var out shared.HeartbeatResponse
+	// The coordinator would refuse it (400) after a round trip; an agent
+	// bug is reported here, with what is wrong.
+	if err := req.Validate(); err != nil {
+		return &out, fmt.Errorf("heartbeat command %s: invalid request: %w", commandID, err)
+	}
 	err := c.do(ctx, c.short, "heartbeat command "+commandID, http.MethodPost, commandPath(commandID, "heartbeat"), req, &out)
 	return &out, err
 }
@@ -187,6 +192,9 @@ func (c *Client) Finish(ctx context.Context, commandID string, req shared.Finish
 		req.Chunks = []shared.Chunk{}
 	}
 	var out shared.FinishResponse
+	if err := req.Validate(); err != nil {
+		return &out, fmt.Errorf("finish command %s: invalid request: %w", commandID, err)
+	}
 	err := c.do(ctx, c.short, "finish command "+commandID, http.MethodPost, commandPath(commandID, "finish"), req, &out)
 	return &out, err
 }

@@ -184,3 +184,29 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesInvalidRequests: a heartbeat or finish the coordinator would
+// refuse (too many chunks, an exit status out of range) is an error at
+// once, without a request.
+func TestRefusesInvalidRequests(t *testing.T) {
+	var calls atomic.Int32
+	c := newTestClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		writeJSON(w, http.StatusOK, struct{}{})
+	}), nil)
+	chunks := make([]shared.Chunk, shared.MaxRequestChunks+1)
+	for i := range chunks {
+		chunks[i] = shared.Chunk{Stream: shared.StreamStdout, Offset: int64(i), Data: []byte("a")}
+	}
+	var verr *shared.ValidationError
+	if _, err := c.Heartbeat(context.Background(), "abc", shared.HeartbeatRequest{Attempt: 1, Chunks: chunks}); !errors.As(err, &verr) {
+		t.Errorf("heartbeat of %d chunks: %v, want a validation error", len(chunks), err)
+	}
+	code := 256
+	if _, err := c.Finish(context.Background(), "abc", shared.FinishRequest{Attempt: 1, ExitCode: &code}); !errors.As(err, &verr) {
+		t.Errorf("finish with exit code 256: %v, want a validation error", err)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d requests sent, want none", n)
+	}
+}

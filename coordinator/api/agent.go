@@ -67,8 +67,8 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 	if req.Max < 1 || req.Max > maxLeaseBatch {
 		return badRequest("invalid_field", fmt.Sprintf("max must be between 1 and %d", maxLeaseBatch))
 	}
-	if req.WaitMillis < 0 {
-		return badRequest("invalid_field", "wait_ms must not be negative")
+	if err := shared.ValidateWaitMillis(req.WaitMillis); err != nil {
+		return err
 	}
 	wait := min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait)
 	cmds, err := s.poller.Poll(r.Context(), nodeFrom(r).ID, req.Max, wait)
@@ -104,6 +104,9 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := shared.ValidateAttempt(req.Attempt); err != nil {
+		return err
+	}
 	exp, err := s.store.Start(r.Context(), id, nodeFrom(r).ID, req.Attempt, s.cfg.LeaseTTL)
 	if err != nil {
 		return err
@@ -117,6 +120,9 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request) error {
 	var req shared.ReleaseRequest
 	id, err := commandRequest(w, r, maxSmallBody, &req)
 	if err != nil {
+		return err
+	}
+	if err := shared.ValidateAttempt(req.Attempt); err != nil {
 		return err
 	}
 	if err := s.store.Release(r.Context(), id, nodeFrom(r).ID, req.Attempt); err != nil {
@@ -135,25 +141,16 @@ func commandRequest(w http.ResponseWriter, r *http.Request, limit int64, req any
 	return id, decodeJSON(w, r, limit, req)
 }
 
-func validChunks(chunks []shared.Chunk) error {
-	for i, c := range chunks {
-		if store.StreamNumber(c.Stream) == 0 {
-			return badRequest("invalid_field", fmt.Sprintf(`chunks[%d].stream must be "stdout" or "stderr"`, i))
-		}
-		if c.Offset < 0 {
-			return badRequest("invalid_field", fmt.Sprintf("chunks[%d].offset must not be negative", i))
-		}
-	}
-	return nil
-}
-
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	var req shared.HeartbeatRequest
 	id, err := commandRequest(w, r, MaxChunkBody, &req)
 	if err != nil {
 		return err
 	}
-	if err := validChunks(req.Chunks); err != nil {
+	// Every number and the number of chunks are checked before the
+	// database is touched: the chunks are stored under the command's row
+	// lock.
+	if err := req.Validate(); err != nil {
 		return err
 	}
 	rn, err := s.store.Heartbeat(r.Context(), id, nodeFrom(r).ID, req.Attempt, req.Chunks, s.cfg.LeaseTTL, s.cfg.OutputCap)
@@ -170,14 +167,8 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := validChunks(req.Chunks); err != nil {
+	if err := req.Validate(); err != nil {
 		return err
-	}
-	if req.StdoutLength < 0 || req.StderrLength < 0 {
-		return badRequest("invalid_field", "stdout_length and stderr_length must not be negative")
-	}
-	if len(req.Error) > shared.MaxFinishErrorBytes || strings.ContainsRune(req.Error, 0) {
-		return badRequest("invalid_field", fmt.Sprintf("error must be at most %d bytes without NUL", shared.MaxFinishErrorBytes))
 	}
 	if err := validEnd(req); err != nil {
 		return err

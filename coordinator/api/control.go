@@ -185,8 +185,8 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, maxControlBody, &req); err != nil {
 		return err
 	}
-	if req.WaitMillis < 0 {
-		return badRequest("invalid_field", "wait_ms must not be negative")
+	if err := shared.ValidateWaitMillis(req.WaitMillis); err != nil {
+		return err
 	}
 	if len(req.Known) > shared.MaxControlKnown {
 		return badRequest("invalid_field", fmt.Sprintf("known: at most %d command IDs", shared.MaxControlKnown))

@@ -67,6 +67,10 @@ func toAPIError(err error) *Error {
 		return e
 	case errors.As(err, &verr):
 		return badRequest("invalid_field", verr.Error())
+	case errors.Is(err, store.ErrTimeout):
+		// PostgreSQL answered, but the statement ran past the query timeout
+		// (a held lock, an overloaded database): not the same as unreachable.
+		return &Error{http.StatusServiceUnavailable, "timeout", "a database statement timed out; retry later"}
 	case errors.Is(err, store.ErrUnavailable):
 		return &Error{http.StatusServiceUnavailable, "unavailable", "the database is unreachable; retry later"}
 	case errors.Is(err, store.ErrNotFound):
@@ -85,7 +89,8 @@ func toAPIError(err error) *Error {
 		// The client went away; nobody reads this answer.
 		return &Error{499, "client_closed", "request cancelled"}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{http.StatusServiceUnavailable, "unavailable", "the database did not answer in time; retry later"}
+		// Only the store's query timeout sets a deadline on a request.
+		return &Error{http.StatusServiceUnavailable, "timeout", "a database statement timed out; retry later"}
 	}
 	return &Error{http.StatusInternalServerError, "internal", "internal error"}
 }

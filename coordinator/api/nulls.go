@@ -12,16 +12,16 @@ import (
 
 // rejectNulls walks the JSON document data against the Go type t it was
 // decoded into, and returns a *shared.ValidationError naming the first JSON
-// null that landed where null has no meaning. encoding/json reads null into
-// a string, a number, a bool or a struct as "leave it unchanged", so
+// null that landed where null has no meaning. The decoder reads null into
+// a string, a number, a bool or a struct as its zero value, so
 // {"args":["a",null]} would become ["a",""] and {"attempt":null} attempt 0:
 // input silently rewritten instead of refused.
 //
 // null stays allowed where Go itself has a "nothing": a pointer (absent, as
 // exit_code), and a whole slice or map (empty: Go clients send a nil slice
-// as null). Keys are matched to fields the way encoding/json matches them
-// (exact, then case-insensitive), so no spelling slips past. data must be
-// valid JSON; unknown keys are skipped (the decoder refuses them anyway).
+// as null). Keys are matched to fields exactly, as the decoder matches them
+// (decodeJSON). data must be valid JSON the decoder accepted; unknown keys
+// are skipped (the decoder refuses them anyway).
 func rejectNulls(data []byte, t reflect.Type) error {
 	if !hasNull(data) {
 		return nil // the common case, found without tokenising 8 MiB of base64
@@ -137,50 +137,39 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// fieldType finds the type of the field encoding/json would fill from key:
-// an exact name match first, then a case-insensitive one. Fields of embedded
-// structs without a tag are promoted, as in encoding/json. It returns nil for
-// an unknown key.
+// fieldType finds the type of the field the decoder fills from key: the
+// field whose JSON name is exactly key (decodeJSON matches names
+// case-sensitively). Fields of embedded structs without a tag are promoted,
+// as in encoding/json. It returns nil for an unknown key.
 func fieldType(t reflect.Type, key string) reflect.Type {
-	var folded reflect.Type
-	var visit func(t reflect.Type) reflect.Type
-	visit = func(t reflect.Type) reflect.Type {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			tag := f.Tag.Get("json")
-			if tag == "-" {
-				continue
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			et := f.Type
+			if et.Kind() == reflect.Pointer {
+				et = et.Elem()
 			}
-			name, _, _ := strings.Cut(tag, ",")
-			if f.Anonymous && name == "" {
-				et := f.Type
-				if et.Kind() == reflect.Pointer {
-					et = et.Elem()
+			if et.Kind() == reflect.Struct {
+				if ft := fieldType(et, key); ft != nil {
+					return ft
 				}
-				if et.Kind() == reflect.Struct {
-					if ft := visit(et); ft != nil {
-						return ft
-					}
-					continue
-				}
-			}
-			if !f.IsExported() {
 				continue
-			}
-			if name == "" {
-				name = f.Name
-			}
-			if name == key {
-				return f.Type
-			}
-			if folded == nil && strings.EqualFold(name, key) {
-				folded = f.Type
 			}
 		}
-		return nil
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if name == key {
+			return f.Type
+		}
 	}
-	if ft := visit(t); ft != nil {
-		return ft
-	}
-	return folded
+	return nil
 }

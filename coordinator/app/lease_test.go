@@ -66,7 +66,8 @@ func TestLeaseOwnership(t *testing.T) {
 			t.Fatalf("a repeated start moved started_at from %s to %s", started, again)
 		}
 		b.wantError(b.agent(b.NodeA, lc.ID, "start", shared.StartRequest{Attempt: lc.Attempt + 1}), http.StatusConflict, shared.CodeLeaseLost)
-		b.wantError(b.agent(b.NodeA, lc.ID, "start", shared.StartRequest{Attempt: 0}), http.StatusConflict, shared.CodeLeaseLost)
+		// Attempts start at 1: 0 is no lease at all, refused as out of range.
+		b.wantError(b.agent(b.NodeA, lc.ID, "start", shared.StartRequest{Attempt: 0}), http.StatusBadRequest, "invalid_field")
 		b.finishOK(b.NodeA, lc.ID, shared.FinishRequest{Attempt: lc.Attempt, ExitCode: exitCode(0)}, shared.StatusSucceeded)
 	})
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -349,10 +350,16 @@ func (st streamState) drop(n int64) {
 // between are the middle the agent left out past the cap, and are counted.
 // At most outputCap bytes of a stream are stored (chunk rows at positions in
 // the stored bytes); anything past that is counted, not stored.
+//
+// The parts kept go to the database in one statement (insertChunksSQL),
+// however many chunks the request holds: it runs under the command's row
+// lock, and one INSERT per chunk let a request of many tiny chunks hold that
+// lock, and a pooled connection, until the query timeout.
 func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (changed bool, err error) {
 	// A gap rolls back the whole request, so the offsets to resend from are
 	// those stored before it, not those its earlier chunks reached.
 	before := c.offsets()
+	var rows chunkRows
 	for _, ch := range chunks {
 		stream := StreamNumber(ch.Stream)
 		if stream == 0 {
@@ -375,17 +382,54 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 		stored := *st.end - *st.omitted
 		keep := data[:min(max(outputCap-stored, 0), int64(len(data)))]
 		if len(keep) > 0 {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO command_chunks (command_id, stream, off, data) VALUES ($1, $2, $3, $4)`,
-				c.ID, stream, stored, keep); err != nil {
-				return false, interpretError(err)
-			}
+			rows.add(stream, stored, keep)
 		}
 		*st.end += int64(len(keep))
 		st.drop(int64(len(data) - len(keep)))
 		*st.end = end
 		changed = true
 	}
+	if len(rows.streams) == 0 {
+		return changed, nil
+	}
+	if _, err := tx.ExecContext(ctx, insertChunksSQL, c.ID, pq.Array(rows.streams), pq.Array(rows.offs),
+		pq.Array(rows.ends), rows.data); err != nil {
+		return false, interpretError(err)
+	}
 	return changed, nil
+}
+
+// insertChunksSQL stores a request's chunks in one statement. The bytes go
+// as one bytea ($5, sent raw by the binary protocol) cut at the positions in
+// $4 (each chunk's end in $5), rather than as a bytea[], which lib/pq sends
+// as hex text twice the size.
+const insertChunksSQL = `
+	INSERT INTO command_chunks (command_id, stream, off, data)
+	SELECT $1, c.stream, c.off, substring($5::bytea FROM c.start + 1 FOR c.fin - c.start)
+	FROM (SELECT stream, off, fin, coalesce(lag(fin) OVER (ORDER BY n), 0) AS start
+		FROM unnest($2::smallint[], $3::bigint[], $4::int[]) WITH ORDINALITY AS u(stream, off, fin, n)) AS c`
+
+// chunkRows are the parts of a request's chunks to insert, as the arrays
+// insertChunksSQL takes.
+type chunkRows struct {
+	streams []int64
+	offs    []int64
+	ends    []int64 // the end of each part in data
+	data    []byte
+}
+
+func (r *chunkRows) add(stream int, off int64, data []byte) {
+	if r.data == nil {
+		// The usual request holds one chunk: send its bytes as they are.
+		// Clipped, so a second part is appended to a copy, never over the
+		// bytes that follow in the decoded request.
+		r.data = slices.Clip(data)
+	} else {
+		r.data = append(r.data, data...)
+	}
+	r.streams = append(r.streams, int64(stream))
+	r.offs = append(r.offs, off)
+	r.ends = append(r.ends, int64(len(r.data)))
 }
 
 // offsets are the stored ends of the command's streams.

@@ -30,6 +30,9 @@ var (
 	ErrLeaseLost = errors.New("lease lost")
 	// ErrCancelled: the command was cancelled before it started.
 	ErrCancelled = errors.New("cancelled")
+	// ErrTimeout: a call ran past the query timeout and its statement was
+	// cancelled. PostgreSQL answered; the request may be retried.
+	ErrTimeout = errors.New("database statement timed out")
 )
 
 // Store wraps the connection pool.
@@ -134,7 +137,7 @@ func interpretError(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnavailable) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) {
 		return err
 	}
 	var pqErr *pq.Error
@@ -142,8 +145,8 @@ func interpretError(err error) error {
 		switch {
 		case pqErr.Code == "23505": // unique_violation
 			return fmt.Errorf("%w: %s", ErrConflict, pqErr.Message)
-		case pqErr.Code == "57014": // query_canceled: our own deadline ran out
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		case pqErr.Code == "57014": // query_canceled: our deadline ran out, or the server's statement_timeout
+			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		case pqErr.Code.Class() == "08", // connection exception
 			pqErr.Code == "57P01", pqErr.Code == "57P02", pqErr.Code == "57P03", // shutdown, crash, cannot connect now
 			pqErr.Code == "53300", // too many connections
@@ -153,6 +156,12 @@ func interpretError(err error) error {
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The call's deadline (Options.QueryTimeout) passed: waiting for a
+		// pooled connection, or lib/pq gave the context's error instead of
+		// the server's answer to its cancel.
+		return fmt.Errorf("%w: %v", ErrTimeout, err)
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) ||

@@ -96,6 +96,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	user(http.MethodGet, "/commands/{id}", s.getCommand)
 	user(http.MethodGet, "/commands/{id}/output", s.getOutput)
 	user(http.MethodPost, "/commands/{id}/cancel", s.cancel)
+	user(http.MethodGet, "/openapi.json", s.openAPI())
 
 	agent := func(method, path string, h handlerFunc) {
 		r.Handle("/agent/v1"+path, s.authNode(s.wrap(h))).Methods(method)

@@ -1,0 +1,217 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"github.com/execq/execq/docs"
+)
+
+// The public API's description (docs/openapi.yaml) and a router over it,
+// loaded once for every test.
+var spec = sync.OnceValues(func() (*openapi3.T, routers.Router) {
+	doc, err := openapi3.NewLoader().LoadFromData(docs.OpenAPIYAML)
+	if err != nil {
+		panic(fmt.Sprintf("load docs/openapi.yaml: %v", err))
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		panic(fmt.Sprintf("docs/openapi.yaml is not a valid OpenAPI document: %v", err))
+	}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		panic(fmt.Sprintf("route docs/openapi.yaml: %v", err))
+	}
+	return doc, router
+})
+
+// specTransport holds every exchange of the public API to docs/openapi.yaml,
+// so the server and its description cannot drift:
+//   - a request the description refuses must be refused by the server (4xx):
+//     otherwise the description is stricter than the server;
+//   - every answer must be one the description lists for that operation and
+//     status, its JSON body matching the schema (additionalProperties: false,
+//     so a field the server adds without the description fails), its declared
+//     headers present. Byte answers (/output, also while following) are
+//     checked by status and headers: their body is the command's bytes;
+//   - a path or method the description does not list must get the JSON 404
+//     or 405.
+//
+// The agent protocol (/agent/v1) is not in the public description and passes
+// unchecked. A violation fails the test that made the request.
+type specTransport struct {
+	next http.RoundTripper
+
+	mu   sync.Mutex
+	t    testing.TB
+	done bool // the test is ending: nothing may be reported any more
+}
+
+// specChecked wraps next so every exchange is checked against the
+// description, reporting to t.
+func specChecked(t testing.TB, next http.RoundTripper) http.RoundTripper {
+	st := &specTransport{next: next, t: t}
+	t.Cleanup(func() {
+		st.mu.Lock()
+		st.done = true
+		st.mu.Unlock()
+	})
+	return st
+}
+
+func (st *specTransport) report(req *http.Request, format string, args ...any) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.done {
+		return
+	}
+	st.t.Errorf("OpenAPI (docs/openapi.yaml): %s %s: %s", req.Method, req.URL.RequestURI(), fmt.Sprintf(format, args...))
+}
+
+func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasPrefix(req.URL.Path, "/agent/") {
+		return st.next.RoundTrip(req)
+	}
+	// The body is read here, checked, and sent as read.
+	var body []byte
+	if req.Body != nil && req.Body != http.NoBody {
+		var err error
+		if body, err = io.ReadAll(req.Body); err != nil {
+			return nil, err
+		}
+		req.Body.Close()
+		req = req.Clone(req.Context())
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	_, router := spec()
+	probe := req.Clone(context.Background())
+	probe.Body = io.NopCloser(bytes.NewReader(body))
+	if len(body) > 0 && len(probe.Header.Values("Content-Type")) == 0 {
+		// The server reads a body without a Content-Type as JSON, as the
+		// description says; the validator needs it named.
+		probe.Header.Set("Content-Type", "application/json")
+	}
+	route, pathParams, routeErr := router.FindRoute(probe)
+	var input *openapi3filter.RequestValidationInput
+	var reqErr error
+	if routeErr == nil {
+		input = &openapi3filter.RequestValidationInput{
+			Request: probe, PathParams: pathParams, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: bearerPresent, MultiError: true},
+		}
+		reqErr = openapi3filter.ValidateRequest(context.Background(), input)
+	}
+
+	resp, err := st.next.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	// Read a JSON answer whole (it is small and never streamed) so its body
+	// can be checked, and hand the caller the same bytes.
+	var respBody []byte
+	isJSON := jsonType(resp.Header.Get("Content-Type"))
+	if isJSON {
+		respBody, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(respBody))
+		if err != nil {
+			return resp, nil // the caller sees the short body and its own error
+		}
+	}
+
+	if routeErr != nil {
+		st.checkNoRoute(req, resp, respBody, routeErr)
+		return resp, nil
+	}
+	if reqErr != nil && (resp.StatusCode < 400 || resp.StatusCode >= 500) {
+		st.report(req, "the description refuses this request but the server answered %d:\n%v", resp.StatusCode, reqErr)
+	}
+	if resp.StatusCode == 499 {
+		return resp, nil // client_closed: written to nobody
+	}
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: input,
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Options: &openapi3filter.Options{
+			IncludeResponseStatus: true,
+			MultiError:            true,
+			ExcludeResponseBody:   !isJSON,
+		},
+	}
+	if isJSON {
+		out.SetBodyBytes(respBody)
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		st.report(req, "the answer %d does not match the description:\n%v\nbody: %.512s", resp.StatusCode, err, respBody)
+	}
+	return resp, nil
+}
+
+// checkNoRoute checks the answer to a path or method the description does
+// not list: the JSON 404 or 405 envelope (or 401 first, on a route that
+// needs a token).
+func (st *specTransport) checkNoRoute(req *http.Request, resp *http.Response, body []byte, routeErr error) {
+	doc, _ := spec()
+	var status string
+	switch {
+	case errors.Is(routeErr, routers.ErrMethodNotAllowed):
+		status = "405"
+	case errors.Is(routeErr, routers.ErrPathNotFound):
+		status = "404"
+	default:
+		st.report(req, "no route: %v", routeErr)
+		return
+	}
+	if got := fmt.Sprint(resp.StatusCode); got != status {
+		st.report(req, "the description lists no such operation (%v), so the answer must be %s, got %s: %.512s", routeErr, status, got, body)
+		return
+	}
+	schema := doc.Components.Responses["NoRoute"].Value.Content.Get("application/json").Schema.Value
+	if !jsonType(resp.Header.Get("Content-Type")) {
+		st.report(req, "a %s answer must be the JSON error envelope, got Content-Type %q", status, resp.Header.Get("Content-Type"))
+		return
+	}
+	v, err := decodeAny(body)
+	if err == nil {
+		err = schema.VisitJSON(v, openapi3.MultiErrors())
+	}
+	if err != nil {
+		st.report(req, "the %s answer does not match the error envelope: %v\nbody: %.512s", status, err, body)
+	}
+}
+
+// bearerPresent is the description's security check: the request carries
+// a bearer token (the server decides whether it is valid).
+func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	scheme, tok, ok := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return errors.New("no bearer token")
+	}
+	return nil
+}
+
+func jsonType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
+}
+
+func decodeAny(b []byte) (any, error) {
+	var v any
+	err := json.Unmarshal(b, &v)
+	return v, err
+}

@@ -217,7 +217,8 @@ func (r *recordingTB) Errorf(format string, args ...any) {
 // TestSpecTransportCatchesDrift: the exchange checks fail a test for a
 // server that drifts from the description: a field the description does
 // not have, an undocumented status, an error code not listed for it, and a
-// request the description refuses but the server accepts.
+// request the description refuses but the server accepts, a declared
+// header missing.
 func TestSpecTransportCatchesDrift(t *testing.T) {
 	rec := shared.CommandExecutionRecord{ID: "a1b2c3d4-0000-0000-0000-000000000001", ContainerID: "f47ac10b-58cc-4372-a567-0e02b2c3d479",
 		RequestedBy: "d290f1ee-6c54-4b01-90e6-d701748f0851", Program: "true", Args: []string{}, Status: shared.StatusQueued,
@@ -238,6 +239,7 @@ func TestSpecTransportCatchesDrift(t *testing.T) {
 		{"status not described", "GET", "/api/v1/commands/" + rec.ID, "", 418, []byte(`{"error":{"code":"teapot","message":"m"}}`), "418"},
 		{"code not listed", "GET", "/api/v1/commands/" + rec.ID, "", 404, []byte(`{"error":{"code":"gone","message":"m"}}`), "gone"},
 		{"refused request accepted", "POST", "/api/v1/containers/" + rec.ContainerID + "/commands", `{"program":""}`, 202, good, "refuses this request"},
+		{"declared header missing", "POST", "/api/v1/containers/" + rec.ContainerID + "/commands", `{"program":"true"}`, 202, good, "Location"},
 		{"unlisted route", "GET", "/api/v1/nodes", "", 200, []byte(`{}`), "no such operation"},
 	}
 	for _, tc := range cases {

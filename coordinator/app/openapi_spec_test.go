@@ -74,6 +74,11 @@ func TestOpenAPIMatchesWireTypes(t *testing.T) {
 			if s.AdditionalProperties.Has == nil || *s.AdditionalProperties.Has {
 				t.Errorf("schema %s must say additionalProperties: false, so a field the server adds without it fails", tc.schema)
 			}
+			for i, ex := range s.Examples {
+				if err := s.VisitJSON(ex); err != nil {
+					t.Errorf("example %d of %s does not match its schema: %v", i, tc.schema, err)
+				}
+			}
 			fields := jsonFields(tc.typ)
 			var goNames, specNames []string
 			for name := range fields {

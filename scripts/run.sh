@@ -226,7 +226,16 @@ start_daemon() {
 	shift
 	CRITICAL=1
 	setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
-	echo $! >"$STATE/$name.pid"
+	local pid=$! i
+	echo "$pid" >"$STATE/$name.pid"
+	# Until it execs, the child is a copy of this shell and then setsid, and
+	# our_pid (which checks the binary) would take it for gone: a loaded
+	# machine made "the coordinator exited" out of that. Wait for the exec.
+	for ((i = 0; i < 200; i++)); do
+		[[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" == "$1"* ]] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
 	CRITICAL=0
 	if [[ -n $PENDING_SIGNAL ]]; then on_signal "$PENDING_SIGNAL"; fi
 }
@@ -338,24 +347,24 @@ saved() {
 	sed -n "s/^$1=//p" "$DEV/demo.env" | tail -n1
 }
 
-# create_identity KIND NAME [FLAGS]: prints the JSON the CLI answers. A name
-# taken by an earlier run whose token was lost makes it retry with a
-# timestamped name, so re-runs never fail.
+# create_identity KIND NAME [FLAGS]: prints the JSON the CLI answers, with
+# the name it got added as "name". A name taken by an earlier run whose
+# token was lost makes it retry with a timestamped name, so re-runs never
+# fail.
 create_identity() {
 	local kind="$1" name="$2" out
 	shift 2
-	if out="$("$COORDINATOR" "$kind" create --name "$name" "$@" 2>>"$LOGS/cli.log")"; then
-		printf '%s' "$out"
-		return
+	if ! out="$("$COORDINATOR" "$kind" create --name "$name" "$@" 2>>"$LOGS/cli.log")"; then
+		name="$name-$(date +%Y%m%d-%H%M%S)"
+		log "$kind name taken; creating $name instead"
+		# Not die: this runs in a command substitution, whose caller
+		# reports the failure (with the logs) once.
+		if ! out="$("$COORDINATOR" "$kind" create --name "$name" "$@" 2>>"$LOGS/cli.log")"; then
+			log "$kind create --name $name failed"
+			return 1
+		fi
 	fi
-	name="$name-$(date +%Y%m%d-%H%M%S)"
-	log "$kind name taken; creating $name instead"
-	# Not die: this runs in a command substitution, whose caller reports the
-	# failure (with the logs) once.
-	if ! "$COORDINATOR" "$kind" create --name "$name" "$@" 2>>"$LOGS/cli.log"; then
-		log "$kind create --name $name failed"
-		return 1
-	fi
+	jq -c --arg name "$name" '. + {name: $name}' <<<"$out"
 }
 
 up() {
@@ -404,29 +413,41 @@ up() {
 	done
 
 	step "the demo user and this host's node" "$LOGS/cli.log" "$LOGS/coordinator.log"
-	local user node node_token
+	local user node node_token user_name node_name grant
 	# Reuse the identities of an earlier run while the database still knows
 	# their tokens, so re-runs do not pile up users and nodes. The node probe
 	# reports an empty inventory, which is true now (the old containers were
-	# deleted) and clears them from the coordinator's view.
+	# deleted) and clears them from the coordinator's view. The demo user is
+	# not an admin: a user whose token answers the admin-only grants route
+	# (an earlier version made it one) is replaced.
 	USER_TOKEN="$(saved EXECQ_TOKEN)"
+	user_name="$(saved EXECQ_USER_NAME)"
 	node_token="$(saved EXECQ_NODE_TOKEN)"
-	if [[ -n $USER_TOKEN ]] && api GET /api/v1/containers && [[ $HTTP_CODE == 200 ]]; then
+	node_name="$(saved EXECQ_NODE_NAME)"
+	if [[ -n $USER_TOKEN && -n $user_name ]] && api GET /api/v1/grants && [[ $HTTP_CODE == 404 ]] &&
+		api GET /api/v1/containers && [[ $HTTP_CODE == 200 ]]; then
 		log "reusing the demo user of an earlier run"
 	else
-		user="$(create_identity users demo --admin)"
+		user="$(create_identity users demo)"
 		USER_TOKEN="$(jq -r .token <<<"$user")"
-		log "created user $(jq -r .user_id <<<"$user")"
+		user_name="$(jq -r .name <<<"$user")"
+		log "created user $user_name ($(jq -r .user_id <<<"$user"))"
 	fi
-	if [[ -n $node_token ]] && [[ "$(curl -sS -o /dev/null -w '%{http_code}' -X PUT \
+	if [[ -n $node_token && -n $node_name ]] && [[ "$(curl -sS -o /dev/null -w '%{http_code}' -X PUT \
 		-H "Authorization: Bearer $node_token" -H 'Content-Type: application/json' \
 		--data '{"containers":[]}' "$API/agent/v1/containers")" == 200 ]]; then
 		log "reusing the node of an earlier run"
 	else
 		node="$(create_identity nodes "$HOSTNAME")"
 		node_token="$(jq -r .token <<<"$node")"
-		log "created node $(jq -r .node_id <<<"$node")"
+		node_name="$(jq -r .name <<<"$node")"
+		log "created node $node_name ($(jq -r .node_id <<<"$node"))"
 	fi
+	# The demo user may use this node's containers, and only those: a grant
+	# on the "node" label, which the coordinator sets from the node's
+	# identity. Adding it again on a re-run answers the same grant.
+	grant="$("$COORDINATOR" grants add --user "$user_name" --selector "node=$node_name" 2>>"$LOGS/cli.log")"
+	log "granted $user_name the containers of node $node_name (grant $(jq -r .grant_id <<<"$grant"))"
 
 	local c1 c2
 	c1="$(new_uuid)" c2="$(new_uuid)"
@@ -443,7 +464,9 @@ up() {
 # Written by scripts/run.sh: source it to talk to the local stack.
 EXECQ_API=$API
 EXECQ_TOKEN=$USER_TOKEN
+EXECQ_USER_NAME=$user_name
 EXECQ_NODE_TOKEN=$node_token
+EXECQ_NODE_NAME=$node_name
 EXECQ_CONTAINER_1=$c1
 EXECQ_CONTAINER_2=$c2
 EOT
@@ -514,6 +537,11 @@ Try it (paste into another shell):
   curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" '$API/api/v1/commands/$id/output?stream=stdout'
 
   curl -sS $API/metrics | grep ^execq_
+
+  # $user_name is not an admin: it may use the containers its grants select
+  # (here node=$node_name). Grants are managed with the CLI (or, as an admin,
+  # /api/v1/grants):
+  EXECQ_DATABASE_URL='$EXECQ_DATABASE_URL' $COORDINATOR grants list
 
 Press Ctrl-C to stop the agent, the coordinator and the containers (a running
 command gets ${AGENT_GRACE}s to finish).

@@ -31,6 +31,9 @@ type ContainerReport struct {
 	ID    string `json:"id"`
 	Name  string `json:"name"`
 	State string `json:"state"`
+	// Labels are the bundle's OCI annotations that are valid labels
+	// (labels.go), at most MaxReportedLabels, never a reserved key.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // InventoryRequest is the body of PUT /agent/v1/containers: the node's full

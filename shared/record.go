@@ -80,6 +80,9 @@ type ContainerInfo struct {
 	Name     string    `json:"name"`
 	State    string    `json:"state"`
 	LastSeen time.Time `json:"last_seen"`
+	// Labels are what grants select on: the reported annotations plus
+	// "node" and "container" (labels.go). Always an object.
+	Labels map[string]string `json:"labels"`
 }
 
 // ContainerList is the body of GET /api/v1/containers.

@@ -207,6 +207,10 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 	s.admin(&user, "users", "create", "--name", "e2e-user")
 	s.admin(&node, "nodes", "create", "--name", "e2e-node")
 	s.userToken, s.nodeToken = user.Token, node.Token
+	var grant struct {
+		GrantID string `json:"grant_id"`
+	}
+	s.admin(&grant, "grants", "add", "--user", "e2e-user", "--selector", "node=e2e-node")
 	return s
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,12 +47,21 @@ type Reporter struct {
 	Keepalive time.Duration
 
 	skipped map[string]bool // non-UUID IDs already logged
-	// names caches each container's name by ID: its config.json does not
-	// change while it exists, and reading thousands every tick would.
+	// names caches each container's name and labels by ID: its
+	// config.json does not change while it exists, and reading thousands
+	// every tick would.
 	names map[string]cachedName
 }
 
-type cachedName struct{ bundle, name string }
+type cachedName struct {
+	bundle, name string
+	labels       map[string]string
+}
+
+// sameReport compares two reports field by field (labels are a map).
+func sameReport(a, b shared.ContainerReport) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.State == b.State && maps.Equal(a.Labels, b.Labels)
+}
 
 // Run reports until ctx is done. It returns nil then: a failed report is
 // logged and retried on the next tick, never fatal.
@@ -92,7 +102,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 			listing = false
 			reports := r.reports(cs, logger)
 			now := time.Now()
-			changed := !tried || !slices.Equal(reports, attempted)
+			changed := !tried || !slices.EqualFunc(reports, attempted, sameReport)
 			if changed || (!sent && !now.Before(retryAt)) || (sent && now.Sub(lastSent) >= keepalive) {
 				sendCtx, cancel := context.WithTimeout(ctx, max(interval, 30*time.Second))
 				resp, err := r.Sender.ReportInventory(sendCtx, reports)
@@ -160,7 +170,8 @@ func (r *Reporter) reports(cs []runc.Container, logger *slog.Logger) []shared.Co
 			}
 			continue
 		}
-		out = append(out, shared.ContainerReport{ID: c.ID, Name: r.name(c), State: c.Status})
+		name, labels := r.describe(c, logger)
+		out = append(out, shared.ContainerReport{ID: c.ID, Name: name, State: c.Status, Labels: labels})
 	}
 	// Forget the names of containers that went away.
 	present := make(map[string]bool, len(out))
@@ -183,15 +194,22 @@ var NameAnnotations = []string{"io.execq.name", "nerdctl/name", "io.kubernetes.c
 // maxName is the longest name the coordinator accepts.
 const maxName = 256
 
-// name is what an operator calls container c: a name annotation, else its
-// hostname (both from the bundle's config.json), else the bundle
-// directory's name unless it is only the ID again, else the ID.
-func (r *Reporter) name(c runc.Container) string {
+// describe returns what an operator calls container c, and its labels.
+//
+// The name is a name annotation, else its hostname (both from the bundle's
+// config.json), else the bundle directory's name unless it is only the ID
+// again, else the ID.
+//
+// The labels are the annotations that are valid labels (shared/labels.go),
+// the first MaxReportedLabels by key; the reserved keys are the
+// coordinator's to set. Others are logged once and left out, so one odd
+// annotation does not get the whole report refused.
+func (r *Reporter) describe(c runc.Container, logger *slog.Logger) (string, map[string]string) {
 	if n, ok := r.names[c.ID]; ok && n.bundle == c.Bundle {
-		return n.name
+		return n.name, n.labels
 	}
 	if c.Bundle == "" {
-		return c.ID
+		return c.ID, nil
 	}
 	cfg, err := readBundleConfig(c.Bundle)
 	var candidates []string
@@ -209,16 +227,43 @@ func (r *Reporter) name(c runc.Container) string {
 			break
 		}
 	}
+	labels := annotationLabels(cfg.Annotations, c.ID, logger)
 	if err == nil { // a failed read is tried again on the next tick
 		if r.names == nil {
 			r.names = make(map[string]cachedName)
 		}
-		r.names[c.ID] = cachedName{c.Bundle, name}
+		r.names[c.ID] = cachedName{c.Bundle, name, labels}
 	}
-	return name
+	return name, labels
 }
 
-// bundleConfig is the part of an OCI config.json a name comes from.
+// annotationLabels keeps the annotations that are valid labels, at most
+// shared.MaxReportedLabels of them (by key order); nil when none.
+func annotationLabels(annotations map[string]string, id string, logger *slog.Logger) map[string]string {
+	var labels map[string]string
+	var skipped []string
+	for _, k := range slices.Sorted(maps.Keys(annotations)) {
+		v := annotations[k]
+		switch {
+		case shared.IsReservedLabel(k), shared.LabelKeyError(k) != "", shared.LabelValueError(v) != "",
+			len(labels) >= shared.MaxReportedLabels:
+			skipped = append(skipped, k)
+			continue
+		}
+		if labels == nil {
+			labels = make(map[string]string)
+		}
+		labels[k] = v
+	}
+	if len(skipped) > 0 {
+		logger.Info("annotations that are not valid labels (or past the limit) are not reported as labels",
+			"container_id", id, "annotations", skipped, "max_labels", shared.MaxReportedLabels)
+	}
+	return labels
+}
+
+// bundleConfig is the part of an OCI config.json a name and labels come
+// from.
 type bundleConfig struct {
 	Hostname    string            `json:"hostname"`
 	Annotations map[string]string `json:"annotations"`

@@ -234,3 +234,27 @@ func TestIsCanonicalUUID(t *testing.T) {
 		}
 	}
 }
+
+// TestAnnotationLabels: only annotations that are valid labels are
+// reported, never a reserved key, and at most shared.MaxReportedLabels, so
+// the coordinator never refuses the report over an annotation.
+func TestAnnotationLabels(t *testing.T) {
+	t.Parallel()
+	ann := map[string]string{"node": "x", "container": "y", "bad key": "v", "k": "bad value", "team": "db"}
+	for i := range shared.MaxReportedLabels + 10 {
+		ann["a"+strings.Repeat("x", i)] = "v"
+	}
+	got := annotationLabels(ann, "id", slog.New(slog.DiscardHandler))
+	if len(got) != shared.MaxReportedLabels {
+		t.Fatalf("%d labels, want %d", len(got), shared.MaxReportedLabels)
+	}
+	if err := shared.ValidateReportedLabels("labels", got); err != nil {
+		t.Fatalf("reported labels refused: %v", err)
+	}
+	if got := annotationLabels(map[string]string{"team": "db", "node": "x"}, "id", slog.New(slog.DiscardHandler)); len(got) != 1 || got["team"] != "db" {
+		t.Fatalf("labels %v, want only team=db", got)
+	}
+	if got := annotationLabels(nil, "id", slog.New(slog.DiscardHandler)); got != nil {
+		t.Fatalf("no annotations: %v, want nil", got)
+	}
+}

@@ -45,7 +45,10 @@ func (s *Server) putInventory(w http.ResponseWriter, r *http.Request) error {
 		if len(c.Name) > 256 || len(c.State) > 64 || strings.ContainsRune(c.Name+c.State, 0) {
 			return badRequest("invalid_field", fmt.Sprintf("containers[%d]: name (≤256 bytes) or state (≤64 bytes) invalid", i))
 		}
-		cs[i] = store.Container{ID: id.String(), Name: c.Name, State: c.State}
+		if err := shared.ValidateReportedLabels(fmt.Sprintf("containers[%d].labels", i), c.Labels); err != nil {
+			return err
+		}
+		cs[i] = store.Container{ID: id.String(), Name: c.Name, State: c.State, Labels: c.Labels}
 	}
 	rejected, err := s.store.ReplaceInventory(r.Context(), nodeFrom(r).ID, cs)
 	if err != nil {

@@ -41,7 +41,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	}
 	c, replay, err := s.enqueue(r.Context(), containerID, userFrom(r).ID, req, key)
 	if errors.Is(err, store.ErrNotFound) {
-		return &Error{http.StatusNotFound, "unknown_container", "no agent has reported container " + containerID}
+		return errUnknownContainer(containerID)
 	}
 	if err != nil {
 		return err
@@ -158,14 +158,16 @@ func waitParam(r *http.Request, max time.Duration) (time.Duration, error) {
 	return min(d, max), nil
 }
 
+// listContainers lists the containers the caller may use (authz.go).
 func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) error {
-	cs, err := s.store.ListContainers(r.Context())
+	cs, err := s.store.VisibleContainers(r.Context(), userFrom(r).ID)
 	if err != nil {
 		return err
 	}
 	list := shared.ContainerList{Containers: make([]shared.ContainerInfo, len(cs))}
 	for i, c := range cs {
-		list.Containers[i] = shared.ContainerInfo{ID: c.ID, NodeID: c.NodeID, Name: c.Name, State: c.State, LastSeen: c.LastSeen.UTC()}
+		list.Containers[i] = shared.ContainerInfo{ID: c.ID, NodeID: c.NodeID, Name: c.Name, State: c.State,
+			LastSeen: c.LastSeen.UTC(), Labels: c.Labels}
 	}
 	return writeJSON(w, http.StatusOK, list)
 }

@@ -55,8 +55,8 @@ type replica struct {
 }
 
 // bundle is the coordinator under test with its collaborators: a fresh
-// database, users (alice and bob plain, root an admin) and two nodes, each
-// with one reported container.
+// database, users (alice and bob plain but granted both nodes, root an
+// admin) and two nodes, each with one reported container.
 type bundle struct {
 	t     testing.TB
 	DBURL string
@@ -150,6 +150,15 @@ func setup(t testing.TB, opts ...option) *bundle {
 		return ni
 	}
 	b.NodeA, b.NodeB = mkNode("node-a"), mkNode("node-b")
+	// alice and bob may use both nodes' containers; authz_test.go is
+	// where users without grants are tested.
+	for _, user := range []string{"alice", "bob"} {
+		for _, node := range []string{"node-a", "node-b"} {
+			if _, _, err := st.CreateGrant(ctx, user, shared.Selector{shared.LabelNode: node}); err != nil {
+				t.Fatalf("grant %s to %s: %v", node, user, err)
+			}
+		}
+	}
 	return b
 }
 

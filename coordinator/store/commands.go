@@ -81,15 +81,15 @@ func (e *GapError) Error() string {
 	return fmt.Sprintf("output gap: stored stdout=%d stderr=%d", e.Offsets.Stdout, e.Offsets.Stderr)
 }
 
-// enqueueSQL inserts a queued command for a known container and notifies
-// its node. $8 and $9 are the run and queue timeouts. $6 and $7 are the
+// enqueueSQL inserts a queued command for a known container the user $3
+// may use (mayUse: an admin, or a grant selecting it) and notifies its node. $8 and $9 are the run and queue timeouts. $6 and $7 are the
 // idempotency key and request hash, NULL for a
 // plain submit: such a row is outside the partial unique index, so ON
 // CONFLICT never applies to it. With a key, a row already holding it makes
 // the insert do nothing (after waiting for the transaction that wrote it, if
 // that is still open) and return no row.
-const enqueueSQL = `
-	WITH target AS (SELECT node_id FROM containers WHERE id = $2),
+var enqueueSQL = `
+	WITH target AS (SELECT node_id FROM containers c WHERE id = $2 AND ` + mayUse("c", "$3") + `),
 	ins AS (
 		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, idempotency_key, idempotency_hash,
 			timeout_seconds, queue_timeout_seconds, queue_deadline)
@@ -116,7 +116,9 @@ func enqueueArgs(containerID, requestedBy string, req shared.SubmitRequest, key 
 // Enqueue inserts a queued command for a known container and notifies the
 // container's node, in one statement: the notification is delivered when it
 // commits, so a woken poller always finds the row. ErrNotFound means the
-// container was never reported (or is gone).
+// container was never reported (or is gone), or requestedBy may not use it
+// (not an admin, and no grant selects it): the two are one answer, so a
+// caller learns nothing about containers they may not use.
 func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()

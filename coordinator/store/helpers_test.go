@@ -20,7 +20,7 @@ const (
 )
 
 // fixture is a store on a fresh migrated database with what most queries
-// need: a user, a node and one container the node reported.
+// need: a user granted a node, and one container the node reported.
 type fixture struct {
 	t         testing.TB
 	ctx       context.Context
@@ -50,11 +50,20 @@ func setup(t testing.TB) *fixture {
 		t.Fatalf("create user: %v", err)
 	}
 	f.node = f.newNode("node-a")
+	f.grantNode(f.user, f.node)
 	f.container = uuid.NewString()
 	if rej, err := st.ReplaceInventory(ctx, f.node.ID, []Container{{ID: f.container, Name: "c1", State: "running"}}); err != nil || len(rej) > 0 {
 		t.Fatalf("report container: rejected %v, err %v", rej, err)
 	}
 	return f
+}
+
+// grantNode lets user use every container of node.
+func (f *fixture) grantNode(user User, node Node) {
+	f.t.Helper()
+	if _, _, err := f.st.CreateGrant(f.ctx, user.Name, shared.Selector{shared.LabelNode: node.Name}); err != nil {
+		f.t.Fatalf("grant node %s to %s: %v", node.Name, user.Name, err)
+	}
 }
 
 // newNode creates a node.

@@ -60,7 +60,8 @@ func (s *Store) EnqueueOnce(ctx context.Context, containerID, requestedBy string
 		if !errors.Is(err, sql.ErrNoRows) {
 			return interpretError(err)
 		}
-		// Either the key is taken or the container is unknown. In READ
+		// Either the key is taken, or the container is unknown or not
+		// the user's to use. In READ
 		// COMMITTED this statement sees the row whose insert made ours do
 		// nothing: it committed before our insert returned.
 		var held struct {

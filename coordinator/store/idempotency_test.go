@@ -74,6 +74,7 @@ func TestEnqueueOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.grantNode(bob, f.node)
 	if c, created, err := once(f.container, bob.ID, req, "k1"); err != nil || !created || c.ID == first.ID {
 		t.Fatalf("another user's key: created %v, %v", created, err)
 	}

@@ -328,6 +328,28 @@ func (r *run) startLongCommand(t *testing.T) {
 		}
 		return rec
 	}
+	// The demo user is no admin (the admin-only grants route does not
+	// exist for it), and its grant covers both demo containers.
+	req, err := http.NewRequest(http.MethodGet, env["EXECQ_API"]+"/api/v1/grants", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+env["EXECQ_TOKEN"])
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the demo user's GET /api/v1/grants: %v %v, want 404 (not an admin)", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	listed := map[string]bool{}
+	containers, _ := call(http.MethodGet, "/api/v1/containers", "")["containers"].([]any)
+	for _, c := range containers {
+		if m, ok := c.(map[string]any); ok {
+			listed[m["id"].(string)] = true
+		}
+	}
+	if len(listed) != 2 || !listed[env["EXECQ_CONTAINER_1"]] || !listed[env["EXECQ_CONTAINER_2"]] {
+		t.Fatalf("the demo user lists %v, want the two demo containers", listed)
+	}
 	rec := call(http.MethodPost, "/api/v1/containers/"+env["EXECQ_CONTAINER_2"]+"/commands",
 		`{"program":"/bin/sleep","args":["300"]}`)
 	id, _ := rec["id"].(string)

@@ -32,6 +32,9 @@ type Options struct {
 	Env []string
 	// Cwd is the container's working directory; empty means "/".
 	Cwd string
+	// Annotations are written into config.json (the agent reports the
+	// valid ones as labels).
+	Annotations map[string]string
 }
 
 // Container is a running test container.
@@ -204,6 +207,9 @@ func writeConfig(t testing.TB, bin, bundle string, opts Options) {
 	}
 	if opts.Cwd != "" {
 		proc["cwd"] = opts.Cwd
+	}
+	if len(opts.Annotations) > 0 {
+		cfg["annotations"] = opts.Annotations
 	}
 	root := cfg["root"].(map[string]any)
 	root["readonly"] = false

@@ -9,6 +9,7 @@
 //	execq-coordinator nodes create --name HOST
 //	execq-coordinator nodes list
 //	execq-coordinator nodes revoke|rotate-token --name HOST | --id ID
+//	execq-coordinator grants add|list|revoke
 //	execq-coordinator help [COMMAND]
 //
 // Flags and their EXECQ_* variables follow package envflag, as execq-agent's
@@ -45,6 +46,10 @@ const usage = `usage:
   execq-coordinator nodes list                       list nodes with status, created_at, last_seen_at (JSON array)
   execq-coordinator nodes revoke --name HOST|--id ID refuse a node's token on every replica; its unstarted commands fail
   execq-coordinator nodes rotate-token --name HOST|--id ID     new token (re-admits a revoked node); prints {"node_id","token"}
+  execq-coordinator grants add --user NAME --selector SEL   let a user use the containers SEL matches
+                                                     (e.g. node=host-1,team=db); prints the grant with "grant_id"
+  execq-coordinator grants list                      every grant, as JSON
+  execq-coordinator grants revoke --id ID            delete a grant; prints it
   execq-coordinator help [COMMAND]                   this text, or a command's flags
 Every flag can be set by the EXECQ_* variable shown in its help ([$EXECQ_…]);
 an empty variable counts as unset, and a flag wins over its variable.
@@ -85,6 +90,8 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		return serve(ctx, args[1:], log)
 	case "migrate":
 		return migrate(ctx, args[1:], log)
+	case "grants":
+		return grants(ctx, args[1:])
 	case "users", "nodes":
 		user := args[0] == "users"
 		if len(args) >= 2 {

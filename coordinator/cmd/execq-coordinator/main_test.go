@@ -68,6 +68,9 @@ func TestHelpExitsZero(t *testing.T) {
 		{[]string{"nodes", "revoke", "-h"}, []string{"--name", "--id", "name of the node"}},
 		{[]string{"nodes", "list", "--help"}, []string{"[$EXECQ_DATABASE_URL]"}},
 		{[]string{"-h"}, []string{"users disable|enable", "nodes revoke", "rotate-token"}},
+		{[]string{"grants", "add", "-h"}, []string{"--user", "--selector", "[$EXECQ_DATABASE_URL]"}},
+		{[]string{"grants", "revoke", "-h"}, []string{"--id"}},
+		{[]string{"help", "grants"}, []string{"grants add --user NAME --selector SEL"}},
 	} {
 		code, stdout, stderr := runMain(t, nil, tc.args...)
 		if code != 0 {

@@ -61,6 +61,9 @@ func TestOpenAPIMatchesWireTypes(t *testing.T) {
 		{"ContainerInfo", reflect.TypeFor[shared.ContainerInfo](), true},
 		{"ErrorBody", reflect.TypeFor[shared.ErrorBody](), true},
 		{"ErrorDetail", reflect.TypeFor[shared.ErrorDetail](), true},
+		{"Grant", reflect.TypeFor[shared.Grant](), true},
+		{"GrantList", reflect.TypeFor[shared.GrantList](), true},
+		{"GrantRequest", reflect.TypeFor[shared.GrantRequest](), false},
 		{"SubmitRequest", reflect.TypeFor[shared.SubmitRequest](), false},
 		{"CancelRequest", reflect.TypeFor[shared.CancelRequest](), false},
 	}

@@ -88,22 +88,28 @@ func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if strings.HasPrefix(req.URL.Path, "/agent/") {
 		return st.next.RoundTrip(req)
 	}
-	// The body is read here, checked, and sent as read.
+	// The request body is checked from a copy (GetBody), so the request
+	// goes out exactly as the test made it. A body without GetBody is
+	// streamed by the test (a slow body, say) and is not checked.
 	var body []byte
-	if req.Body != nil && req.Body != http.NoBody {
-		var err error
-		if body, err = io.ReadAll(req.Body); err != nil {
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	checkBody := !hasBody
+	if hasBody && req.GetBody != nil {
+		rc, err := req.GetBody()
+		if err != nil {
 			return nil, err
 		}
-		req.Body.Close()
-		req = req.Clone(req.Context())
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		body, err = io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+		checkBody = true
 	}
 	_, router := spec()
 	probe := req.Clone(context.Background())
 	probe.Body = io.NopCloser(bytes.NewReader(body))
-	if len(body) > 0 && len(probe.Header.Values("Content-Type")) == 0 {
+	if hasBody && len(probe.Header.Values("Content-Type")) == 0 {
 		// The server reads a body without a Content-Type as JSON, as the
 		// description says; the validator needs it named.
 		probe.Header.Set("Content-Type", "application/json")
@@ -114,7 +120,8 @@ func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if routeErr == nil {
 		input = &openapi3filter.RequestValidationInput{
 			Request: probe, PathParams: pathParams, Route: route,
-			Options: &openapi3filter.Options{AuthenticationFunc: bearerPresent, MultiError: true},
+			Options: &openapi3filter.Options{AuthenticationFunc: bearerPresent, MultiError: true,
+				ExcludeRequestBody: !checkBody},
 		}
 		reqErr = openapi3filter.ValidateRequest(context.Background(), input)
 	}
@@ -123,21 +130,14 @@ func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	// Read a JSON answer whole (it is small and never streamed) so its body
-	// can be checked, and hand the caller the same bytes.
-	var respBody []byte
 	isJSON := jsonType(resp.Header.Get("Content-Type"))
-	if isJSON {
-		respBody, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(respBody))
-		if err != nil {
-			return resp, nil // the caller sees the short body and its own error
-		}
-	}
-
 	if routeErr != nil {
-		st.checkNoRoute(req, resp, respBody, routeErr)
+		if !isJSON {
+			st.report(req, "the description lists no such operation (%v): the answer must be the JSON error envelope, got %d with Content-Type %q",
+				routeErr, resp.StatusCode, resp.Header.Get("Content-Type"))
+			return resp, nil
+		}
+		resp.Body = checkedBody(resp.Body, func(b []byte) { st.checkNoRoute(req, resp, b, routeErr) })
 		return resp, nil
 	}
 	if reqErr != nil && (resp.StatusCode < 400 || resp.StatusCode >= 500) {
@@ -146,26 +146,88 @@ func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp.StatusCode == 499 {
 		return resp, nil // client_closed: written to nobody
 	}
-	out := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: input,
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Options: &openapi3filter.Options{
-			IncludeResponseStatus: true,
-			MultiError:            true,
-			ExcludeResponseBody:   !isJSON,
-		},
+	// Status and headers now; a JSON body once the caller has read it all
+	// (so a test that reads slowly, or not at all, still does), and bytes
+	// (/output, also while following) not at all: they are the command's.
+	validate := func(body []byte, withBody bool) error {
+		out := &openapi3filter.ResponseValidationInput{
+			RequestValidationInput: input,
+			Status:                 resp.StatusCode,
+			Header:                 resp.Header,
+			Options: &openapi3filter.Options{
+				IncludeResponseStatus: true,
+				MultiError:            true,
+				ExcludeResponseBody:   !withBody,
+			},
+		}
+		out.SetBodyBytes(body)
+		return openapi3filter.ValidateResponse(context.Background(), out)
 	}
-	if isJSON {
-		out.SetBodyBytes(respBody)
+	if err := validate(nil, false); err != nil {
+		st.report(req, "the answer %d does not match the description:\n%v", resp.StatusCode, err)
+		return resp, nil
 	}
-	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
-		st.report(req, "the answer %d does not match the description:\n%v\nbody: %.512s", resp.StatusCode, err, respBody)
-	} else if resp.StatusCode < 300 {
-		exercised.Store(route.Operation.OperationID, true)
+	if !isJSON {
+		st.exercised(route, resp.StatusCode)
+		return resp, nil
 	}
+	resp.Body = checkedBody(resp.Body, func(b []byte) {
+		if err := validate(b, true); err != nil {
+			st.report(req, "the answer %d does not match the description:\n%v\nbody: %.512s", resp.StatusCode, err, b)
+			return
+		}
+		st.exercised(route, resp.StatusCode)
+	})
 	return resp, nil
 }
+
+// exercised notes a checked success answer of route's operation.
+func (st *specTransport) exercised(route *routers.Route, status int) {
+	if status < 300 {
+		exercised.Store(route.Operation.OperationID, true)
+	}
+}
+
+// maxCheckedBody bounds the JSON answer kept for checking: a test of a
+// record of many MiB measures the memory its reading costs, and checks
+// that record itself.
+const maxCheckedBody = 4 << 20
+
+// checkedBody hands the caller body's bytes as they come and calls check
+// with all of them when the caller reaches the end, unless they passed
+// maxCheckedBody (or the caller stopped before the end).
+func checkedBody(body io.ReadCloser, check func([]byte)) io.ReadCloser {
+	return &teeBody{body: body, check: check}
+}
+
+type teeBody struct {
+	body  io.ReadCloser
+	check func([]byte)
+	buf   bytes.Buffer
+	over  bool
+	done  bool
+}
+
+func (b *teeBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if !b.over {
+		if b.buf.Len()+n > maxCheckedBody {
+			b.over = true
+			b.buf = bytes.Buffer{}
+		} else {
+			b.buf.Write(p[:n])
+		}
+	}
+	if errors.Is(err, io.EOF) && !b.done {
+		b.done = true
+		if !b.over {
+			b.check(b.buf.Bytes())
+		}
+	}
+	return n, err
+}
+
+func (b *teeBody) Close() error { return b.body.Close() }
 
 // exercised holds the operations some test got a checked success answer
 // from.
@@ -217,10 +279,6 @@ func (st *specTransport) checkNoRoute(req *http.Request, resp *http.Response, bo
 		return
 	}
 	schema := doc.Components.Responses["NoRoute"].Value.Content.Get("application/json").Schema.Value
-	if !jsonType(resp.Header.Get("Content-Type")) {
-		st.report(req, "a %s answer must be the JSON error envelope, got Content-Type %q", status, resp.Header.Get("Content-Type"))
-		return
-	}
 	v, err := decodeAny(body)
 	if err == nil {
 		err = schema.VisitJSON(v, openapi3.MultiErrors())

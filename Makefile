@@ -23,9 +23,10 @@ help: ## show this list of targets
 	@awk 'BEGIN {FS = ":.*## "; print "Usage: make <target>\n"} \
 		/^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/execq-coordinator and bin/execq-agent
+build: ## build bin/execq-coordinator, bin/execq-agent and bin/execq (the command line)
 	$(GO) build -o $(BIN)/execq-coordinator ./coordinator/cmd/execq-coordinator
 	$(GO) build -o $(BIN)/execq-agent ./agent/cmd/execq-agent
+	$(GO) build -o $(BIN)/execq ./cli/cmd/execq
 
 test: ## run the whole suite (race detector) against the dev PostgreSQL and real runc
 	@EXECQ_DEV_PG_FAST=1 $(DEVDB) start >/dev/null

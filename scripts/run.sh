@@ -463,6 +463,7 @@ up() {
 		cat >"$DEV/demo.env" <<EOT
 # Written by scripts/run.sh: source it to talk to the local stack.
 EXECQ_API=$API
+EXECQ_SERVER=$API
 EXECQ_TOKEN=$USER_TOKEN
 EXECQ_USER_NAME=$user_name
 EXECQ_NODE_TOKEN=$node_token
@@ -521,20 +522,19 @@ Agent        node "$HOSTNAME" (log $LOGS/agent.log)
 Containers   $c1  $c2
 Credentials  $DEV/demo.env
 
-Try it (paste into another shell):
+Try it with the execq command line (paste into another shell):
 
-  export EXECQ_TOKEN=$USER_TOKEN
+  export EXECQ_SERVER=$API EXECQ_TOKEN=$USER_TOKEN
+  alias execq=$ROOT/bin/execq
 
-  curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" $API/api/v1/containers
-
-  # submit, then wait (up to 30s) for the finished record in one more call
-  cmd=\$(curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" -H 'Content-Type: application/json' \\
-    -d '{"program":"/bin/ls","args":["-l","/"]}' $API/api/v1/containers/$c2/commands | jq -r .id)
-  curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" "$API/api/v1/commands/\$cmd?wait=30s" | jq .
-
-  curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" $API/api/v1/commands/$id
-
-  curl -sS -H "Authorization: Bearer \$EXECQ_TOKEN" '$API/api/v1/commands/$id/output?stream=stdout'
+  execq containers
+  execq exec execq-demo-2 -- ls -l /          # output live, exits with the program's status
+  execq exec execq-demo-2 -- sh -c 'echo out; echo err >&2; exit 7'; echo "exit status \$?"
+  execq exec execq-demo-1 -- sh -c 'for i in 1 2 3 4 5; do echo \$i; sleep 1; done'
+  execq exec execq-demo-1 -- sleep 600        # Ctrl-C cancels it
+  execq get $id
+  execq logs $id
+  execq ls
 
   curl -sS $API/metrics | grep ^execq_
 

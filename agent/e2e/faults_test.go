@@ -15,8 +15,8 @@ import (
 
 // TestAgentKilledWhileRunning: SIGKILL the agent while a command runs. With
 // no heartbeats the reaper fails the command with an "agent lost" line within
-// lease TTL + reap interval (3s + 0.2s here; the test allows 30s for a
-// loaded machine) and it is never run again, even once an agent is back;
+// lease TTL + grace + reap interval (3s + 3s + 0.2s here; the test allows 30s
+// for a loaded machine) and it is never run again, even once an agent is back;
 // the new agent kills the program the dead one left running.
 func TestAgentKilledWhileRunning(t *testing.T) {
 	t.Parallel()

@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 	for name, pkg := range map[string]string{
 		"execq-coordinator": "./coordinator/cmd/execq-coordinator",
 		"execq-agent":       "./agent/cmd/execq-agent",
+		"execq":             "./cli/cmd/execq",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))

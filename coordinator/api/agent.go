@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -74,9 +75,16 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	wait := min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait)
-	cmds, err := s.poller.Poll(r.Context(), nodeFrom(r).ID, req.Max, wait)
+	node := nodeFrom(r).ID
+	cmds, err := s.poller.Poll(r.Context(), node, req.Max, wait)
 	if err != nil {
 		return err
+	}
+	if len(cmds) > 0 && r.Context().Err() != nil {
+		// The agent left while its claim committed: nobody will start
+		// these, so they go back to the queue now, not after their TTL.
+		s.releaseUndelivered(r, node, cmds)
+		return r.Context().Err()
 	}
 	resp := shared.LeaseResponse{
 		Commands:        make([]shared.LeasedCommand, len(cmds)),
@@ -98,7 +106,30 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 			s.metrics.Dispatch.Observe(c.QueuedSeconds)
 		}
 	}
-	return writeJSON(w, http.StatusOK, resp)
+	// Written and flushed here, so a connection that broke is known now.
+	err = writeJSON(w, http.StatusOK, resp)
+	if err == nil {
+		err = http.NewResponseController(w).Flush()
+	}
+	if err != nil && len(cmds) > 0 {
+		s.releaseUndelivered(r, node, cmds)
+	}
+	return nil // the answer is sent, or cannot be
+}
+
+// releaseUndelivered gives back leases claimed for a poll whose answer will
+// not reach the agent. It runs after the request's context ended, so on a
+// context of its own, with lease-keeping priority. A release that fails
+// leaves the leases to expire: the reaper requeues them after the TTL.
+func (s *Server) releaseUndelivered(r *http.Request, node string, cmds []store.Command) {
+	ctx := store.WithPriority(context.WithoutCancel(r.Context()))
+	if err := s.store.ReleaseUndelivered(ctx, node, cmds); err != nil {
+		s.log.Warn("leases not delivered and not released; they are queued again when their TTL ends",
+			"node_id", node, "count", len(cmds), "err", err)
+		return
+	}
+	s.metrics.Undelivered.Add(float64(len(cmds)))
+	s.log.Info("leases not delivered; released", "node_id", node, "count", len(cmds))
 }
 
 func (s *Server) start(w http.ResponseWriter, r *http.Request) error {

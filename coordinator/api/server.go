@@ -87,8 +87,10 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	// Routes are registered on the root router, each wrapped in its
 	// authentication, rather than on PathPrefix subrouters: gorilla/mux
 	// v1.8.1 loses a subrouter's method mismatch, turning 405 into 404.
+	// Public API requests are refused early (429) while the database is
+	// the bottleneck, before authentication, so a refusal costs nothing.
 	user := func(method, path string, h handlerFunc) {
-		r.Handle("/api/v1"+path, s.authUser(s.wrap(h))).Methods(method)
+		r.Handle("/api/v1"+path, s.shed(s.authUser(s.wrap(h)))).Methods(method)
 	}
 	user(http.MethodGet, "/containers", s.listContainers)
 	user(http.MethodPost, "/containers/{id}/commands", s.submit)
@@ -107,14 +109,51 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	}
 	agent(http.MethodPut, "/containers", s.putInventory)
 	agent(http.MethodPost, "/lease", s.lease)
-	agent(http.MethodPost, "/commands/{id}/start", s.start)
-	agent(http.MethodPost, "/commands/{id}/release", s.release)
-	agent(http.MethodPost, "/commands/{id}/heartbeat", s.heartbeat)
-	agent(http.MethodPost, "/commands/{id}/finish", s.finish)
+	// Lease keeping goes first: these calls (and their token lookups) skip
+	// admission and may use the pool's reserved connections, so a running
+	// command is never reaped because new work filled the pool.
+	leaseKeeping := func(method, path string, h handlerFunc) {
+		r.Handle("/agent/v1"+path, priority(s.authNode(s.wrap(h)))).Methods(method)
+	}
+	leaseKeeping(http.MethodPost, "/commands/{id}/start", s.start)
+	leaseKeeping(http.MethodPost, "/commands/{id}/release", s.release)
+	leaseKeeping(http.MethodPost, "/commands/{id}/heartbeat", s.heartbeat)
+	leaseKeeping(http.MethodPost, "/commands/{id}/finish", s.finish)
 	agent(http.MethodPost, "/control", s.control)
 
 	r.Use(s.instrument)
 	return r
+}
+
+// priority marks the request's database calls as lease keeping
+// (store.WithPriority).
+func priority(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(store.WithPriority(r.Context())))
+	})
+}
+
+// shedRetryAfter is the Retry-After of a 429 overloaded: about the time a
+// queue of database calls at its bound takes to drain.
+const shedRetryAfter = "1"
+
+// shed refuses a request with 429 overloaded and Retry-After while as many
+// public API calls wait for a database connection as the bound allows
+// (store.Busy): past the knee, queueing more only makes every request
+// slower until they all time out. Nothing was done, so the request may be
+// sent again as is. A request let through is counted in that bound while
+// it waits.
+func (s *Server) shed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.store.Busy() {
+			next.ServeHTTP(w, r.WithContext(store.WithShedding(r.Context())))
+			return
+		}
+		s.metrics.Shed.Inc()
+		w.Header().Set("Retry-After", shedRetryAfter)
+		_ = writeJSON(w, http.StatusTooManyRequests, shared.ErrorBody{Error: shared.ErrorDetail{
+			Code: "overloaded", Message: "the database is saturated; nothing was done, retry after the delay in Retry-After"}})
+	})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {

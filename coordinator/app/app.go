@@ -47,7 +47,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DBMaxConns, QueryTimeout: cfg.DBQueryTimeout})
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: cfg.DBMaxConns, QueryTimeout: cfg.DBQueryTimeout,
+		ReservedConns: cfg.reservedConns(), MaxWaiting: cfg.DBMaxWaiting})
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +68,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.registerTLSMetrics(reg)
 	m := metrics.New(reg, st, func() int { return a.Notifier.Parked(store.NotifyChannel) })
 	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log,
-		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL}
+		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL,
+		// A heartbeat waits for the database at most the query timeout;
+		// one stuck longer than a whole TTL finds its program already
+		// stopped by the agent, so there is nothing left to wait for.
+		LostGrace: min(cfg.DBQueryTimeout, cfg.LeaseTTL)}
 	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining}
 	a.Handler = api.New(api.Config{
 		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap, OutputTail: cfg.outputTail(),

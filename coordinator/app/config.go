@@ -20,6 +20,17 @@ type Config struct {
 	// DBQueryTimeout bounds each database call, pool wait included
 	// (EXECQ_DB_QUERY_TIMEOUT): past it the request answers 503.
 	DBQueryTimeout time.Duration
+	// DBReservedConns is the part of the pool kept for agents' start,
+	// heartbeat, finish and release (EXECQ_DB_RESERVED_CONNS): every other
+	// database call is admitted at most DBMaxConns-DBReservedConns at a
+	// time, so a running command's heartbeat never waits behind new work.
+	// 0 turns the reserve and admission control off; -1 (the default)
+	// reserves a quarter of the pool, at least one connection.
+	DBReservedConns int
+	// DBMaxWaiting is how many admitted-class calls may wait for a
+	// connection before the public API refuses new requests with 429 and
+	// Retry-After, without touching the database (EXECQ_DB_MAX_WAITING).
+	DBMaxWaiting int
 	// LeaseTTL is how long a lease, or a running command, survives without a
 	// heartbeat before the reaper acts (EXECQ_LEASE_TTL).
 	LeaseTTL time.Duration
@@ -73,17 +84,19 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         "127.0.0.1:8080",
-		DBMaxConns:     20,
-		DBQueryTimeout: 10 * time.Second,
-		LeaseTTL:       15 * time.Second,
-		Heartbeat:      3 * time.Second,
-		MaxWait:        30 * time.Second,
-		SafetyPoll:     5 * time.Second,
-		ReapInterval:   time.Second,
-		OutputCap:      16 << 20,
-		ShutdownGrace:  10 * time.Second,
-		AuthCacheTTL:   10 * time.Second,
+		Listen:          "127.0.0.1:8080",
+		DBMaxConns:      20,
+		DBQueryTimeout:  10 * time.Second,
+		DBReservedConns: -1,
+		DBMaxWaiting:    100,
+		LeaseTTL:        15 * time.Second,
+		Heartbeat:       3 * time.Second,
+		MaxWait:         30 * time.Second,
+		SafetyPoll:      5 * time.Second,
+		ReapInterval:    time.Second,
+		OutputCap:       16 << 20,
+		ShutdownGrace:   10 * time.Second,
+		AuthCacheTTL:    10 * time.Second,
 
 		AuthFailInterval: time.Second,
 		AuthFailBurst:    20,
@@ -97,6 +110,15 @@ func DefaultConfig() Config {
 
 		TLS: TLSConfig{ReloadInterval: DefaultTLSReloadInterval},
 	}
+}
+
+// reservedConns resolves DBReservedConns: -1 is a quarter of the pool, at
+// least one connection.
+func (c Config) reservedConns() int {
+	if c.DBReservedConns == -1 {
+		return max(1, c.DBMaxConns/4)
+	}
+	return c.DBReservedConns
 }
 
 // maxOutputCap keeps a stream within what one bytea value may hold.
@@ -122,6 +144,10 @@ func (c Config) Validate() error {
 		return errors.New("--listen (EXECQ_LISTEN) must not be empty")
 	case c.DBMaxConns < 2:
 		return errors.New("--db-max-conns (EXECQ_DB_MAX_CONNS) must be at least 2")
+	case c.DBReservedConns < -1 || c.DBReservedConns >= c.DBMaxConns:
+		return fmt.Errorf("--db-reserved-conns (EXECQ_DB_RESERVED_CONNS) must be -1 (a quarter of the pool), 0 (no reserve) or up to one less than --db-max-conns (%d)", c.DBMaxConns)
+	case c.DBMaxWaiting < 1:
+		return errors.New("--db-max-waiting (EXECQ_DB_MAX_WAITING) must be at least 1")
 	case c.DBQueryTimeout < 100*time.Millisecond:
 		return errors.New("--db-query-timeout (EXECQ_DB_QUERY_TIMEOUT) must be at least 100ms")
 	case c.LeaseTTL < time.Second:

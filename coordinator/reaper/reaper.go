@@ -24,6 +24,11 @@ type Reaper struct {
 	// to its agent (which enforces the timeout) before the reaper fails it:
 	// the stop grace plus the lease TTL.
 	TimeoutSlack time.Duration
+	// LostGrace is how long past its expiry a running command's lease is
+	// left before the command is failed as agent lost: long enough for a
+	// heartbeat that reached a coordinator before the expiry, but waited
+	// for the database, to land (store.FailLost).
+	LostGrace time.Duration
 }
 
 // Run reaps every Interval until ctx ends.
@@ -42,6 +47,10 @@ func (r *Reaper) Run(ctx context.Context) error {
 
 // Once runs one reaping pass. Errors are logged: the next tick retries.
 func (r *Reaper) Once(ctx context.Context) {
+	// Lease upkeep: it skips admission (one call at a time per replica), so
+	// expired leases are requeued and lost agents failed while new work
+	// fills the pool, and it never counts toward the 429 bound.
+	ctx = store.WithPriority(ctx)
 	n, err := r.Store.RequeueExpired(ctx)
 	if err != nil && ctx.Err() == nil {
 		r.Log.Warn("requeue expired leases", "err", err)
@@ -52,7 +61,7 @@ func (r *Reaper) Once(ctx context.Context) {
 	}
 	r.timeouts(ctx)
 	for {
-		ids, err := r.Store.FailLost(ctx, batch)
+		ids, err := r.Store.FailLost(ctx, r.LostGrace, batch)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.Log.Warn("fail commands of lost agents", "err", err)

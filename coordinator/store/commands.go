@@ -123,7 +123,9 @@ func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, re
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var c CommandWithOutput
-	err := s.db.GetContext(ctx, &c, enqueueSQL, enqueueArgs(containerID, requestedBy, req, "", nil)...)
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.GetContext(ctx, &c, enqueueSQL, enqueueArgs(containerID, requestedBy, req, "", nil)...)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
@@ -183,13 +185,28 @@ func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Dura
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	cs := []Command{}
-	err := s.db.SelectContext(ctx, &cs, claimSQL, nodeID, max, ttl.Milliseconds())
+	// A commit point: the rows it leased are returned, even when the
+	// caller's context ended meanwhile, so the caller can deliver or
+	// release them rather than leave them to their TTL.
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.SelectContext(ctx, &cs, claimSQL, nodeID, max, ttl.Milliseconds())
+	})
 	if err != nil {
 		return nil, fmt.Errorf("claim for node %s: %w", nodeID, interpretError(err))
 	}
 	sort.Slice(cs, func(i, j int) bool { return cs[i].CreatedAt.Before(cs[j].CreatedAt) })
 	return cs, nil
 }
+
+// startSQL marks a leased command running if the lease is still the
+// caller's and unexpired.
+const startSQL = `
+	UPDATE commands SET status = 'running', started_at = now(),
+		lease_expires_at = now() + $4 * interval '1 millisecond',
+		run_deadline = now() + timeout_seconds * interval '1 second'
+	WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued' AND lease_expires_at > now()
+		AND (queue_deadline IS NULL OR queue_deadline > now())
+	RETURNING lease_expires_at`
 
 // Start marks a leased command running: the agent's permission to execute.
 // It is idempotent for the same lease (a retried request whose answer was
@@ -198,13 +215,9 @@ func (s *Store) Start(ctx context.Context, id, nodeID string, attempt int, ttl t
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var exp time.Time
-	err := s.db.GetContext(ctx, &exp, `
-		UPDATE commands SET status = 'running', started_at = now(),
-			lease_expires_at = now() + $4 * interval '1 millisecond',
-			run_deadline = now() + timeout_seconds * interval '1 second'
-		WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued' AND lease_expires_at > now()
-			AND (queue_deadline IS NULL OR queue_deadline > now())
-		RETURNING lease_expires_at`, id, nodeID, attempt, ttl.Milliseconds())
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.GetContext(ctx, &exp, startSQL, id, nodeID, attempt, ttl.Milliseconds())
+	})
 	if err == nil {
 		return exp, nil
 	}

@@ -339,11 +339,11 @@ func TestFailLost(t *testing.T) {
 	f.expireLease(f.claimOne().ID) // queued: requeued, never failed
 
 	// Batches: the limit bounds one pass, the next pass takes the rest.
-	first, err := f.st.FailLost(f.ctx, 2)
+	first, err := f.st.FailLost(f.ctx, 0, 2)
 	if err != nil || len(first) != 2 {
 		t.Fatalf("first pass failed %v (%v), want 2", first, err)
 	}
-	rest, err := f.st.FailLost(f.ctx, 2)
+	rest, err := f.st.FailLost(f.ctx, 0, 2)
 	if err != nil || len(rest) != 1 {
 		t.Fatalf("second pass failed %v (%v), want 1", rest, err)
 	}
@@ -478,5 +478,30 @@ func TestOutput(t *testing.T) {
 	}
 	if _, err := f.st.ReadOutput(f.ctx, uuid.NewString(), streamStdout, 0, 10); !errors.Is(err, ErrNotFound) {
 		t.Errorf("output of an unknown command: %v, want ErrNotFound", err)
+	}
+}
+
+// TestFailLostGrace: a running command whose lease expired less than the
+// grace ago is left to its agent — a heartbeat that reached a coordinator
+// before the expiry but waits for the database may still land — and
+// failed once the grace has passed.
+func TestFailLostGrace(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.running()
+	f.exec(`UPDATE commands SET lease_expires_at = now() - interval '2 seconds' WHERE id = $1`, c.ID)
+	if ids, err := f.st.FailLost(f.ctx, time.Minute, 10); err != nil || len(ids) != 0 {
+		t.Fatalf("within the grace: failed %v (%v), want none", ids, err)
+	}
+	// The late heartbeat lands: the lease is renewed, nothing is lost.
+	if _, err := f.st.Heartbeat(f.ctx, c.ID, f.node.ID, c.Attempt, nil, testTTL, testCap); err != nil {
+		t.Fatalf("late heartbeat: %v", err)
+	}
+	if got := f.get(c.ID); got.Status != shared.StatusRunning || !got.LeaseExpiresAt.Time.After(time.Now()) {
+		t.Fatalf("after the late heartbeat: %+v, want running with a renewed lease", got.Command)
+	}
+	f.exec(`UPDATE commands SET lease_expires_at = now() - interval '2 seconds' WHERE id = $1`, c.ID)
+	if ids, err := f.st.FailLost(f.ctx, time.Second, 10); err != nil || len(ids) != 1 {
+		t.Fatalf("past the grace: failed %v (%v), want the command", ids, err)
 	}
 }

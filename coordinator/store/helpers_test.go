@@ -118,7 +118,18 @@ func (f *fixture) running() Command {
 // (moving a lease into the past, bulk rows).
 func (f *fixture) exec(query string, args ...any) {
 	f.t.Helper()
-	if _, err := f.st.db.ExecContext(f.ctx, query, args...); err != nil {
+	// Test set-up, not a call under test: free of the statement timeout
+	// Open sets (a large seed may take longer on a loaded machine).
+	conn, err := f.st.db.Connx(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(f.ctx, `SET statement_timeout = 0`); err != nil {
+		f.t.Fatal(err)
+	}
+	defer conn.ExecContext(f.ctx, `RESET statement_timeout`) //nolint:errcheck
+	if _, err := conn.ExecContext(f.ctx, query, args...); err != nil {
 		f.t.Fatalf("%s: %v", query, err)
 	}
 }

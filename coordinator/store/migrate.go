@@ -22,6 +22,13 @@ func (s *Store) Migrate(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("migrate: %w", interpretError(err))
 	}
 	defer conn.Close()
+	// No statement timeout for this session (Open sets the query timeout
+	// on every connection): waiting for another replica's migrations, or
+	// building an index on a large table, may take longer.
+	if _, err := conn.ExecContext(ctx, `SET statement_timeout = 0`); err != nil {
+		return nil, fmt.Errorf("migrate: %w", interpretError(err))
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `RESET statement_timeout`) //nolint:errcheck
 	// The advisory lock is session scoped: hold this one connection for the
 	// whole run.
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLock); err != nil {

@@ -37,7 +37,7 @@ func TestPeriodicQueriesUseIndexes(t *testing.T) {
 	}{
 		{"claim", claimSQL, []any{f.node.ID, 10, testTTL.Milliseconds()}},
 		{"requeue expired", requeueExpiredSQL, nil},
-		{"fail lost", failLostSQL, []any{100}},
+		{"fail lost", failLostSQL, []any{100, 10000}},
 		{"queue stats", statsSQL, nil},
 		{"pending cancels", pendingCancelsSQL, []any{f.node.ID}},
 		{"timed out", timedOutSQL, []any{int64(1000), 100}},

@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/execq/execq/shared"
 )
@@ -37,6 +39,38 @@ func (s *Store) RequeueExpired(ctx context.Context) (int, error) {
 	return len(nodes), nil
 }
 
+// releaseSQL gives back the leases ($1 command IDs, $3 their attempts) of
+// node $2 that were not started, and wakes the node's polls once.
+const releaseSQL = `
+	WITH upd AS (
+		UPDATE commands c SET leased_by = NULL, lease_expires_at = NULL
+		FROM unnest($1::uuid[], $3::int[]) AS u(id, attempt)
+		WHERE c.id = u.id AND c.leased_by = $2 AND c.attempt = u.attempt AND c.status = 'queued'
+		RETURNING c.node_id)
+	SELECT upd.node_id FROM (SELECT DISTINCT node_id FROM upd) AS upd,
+		LATERAL (SELECT pg_notify('` + NotifyChannel + `', upd.node_id::text)) AS n`
+
+// ReleaseUndelivered gives back leases a poll claimed but could not hand
+// to its agent (the connection dropped, the answer could not be written):
+// the commands are queued again at once, not after the lease TTL. Leases
+// started or replaced meanwhile are left alone.
+func (s *Store) ReleaseUndelivered(ctx context.Context, nodeID string, cs []Command) error {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	ids, attempts := make([]string, len(cs)), make([]int64, len(cs))
+	for i, c := range cs {
+		ids[i], attempts[i] = c.ID, int64(c.Attempt)
+	}
+	var nodes []string
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.SelectContext(ctx, &nodes, releaseSQL, pq.Array(ids), nodeID, pq.Array(attempts))
+	})
+	if err != nil {
+		return fmt.Errorf("release %d undelivered leases of node %s: %w", len(cs), nodeID, interpretError(err))
+	}
+	return nil
+}
+
 // Release gives back a lease that was never started: the command is queued
 // again at once and its node's polls are woken. Repeating it for the same
 // lease is harmless; a started, replaced or expired-and-retaken lease gets
@@ -45,13 +79,9 @@ func (s *Store) Release(ctx context.Context, id, nodeID string, attempt int) err
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var released []string
-	err := s.db.SelectContext(ctx, &released, `
-		WITH upd AS (
-			UPDATE commands SET leased_by = NULL, lease_expires_at = NULL
-			WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued'
-			RETURNING node_id)
-		SELECT upd.node_id FROM upd, LATERAL (SELECT pg_notify('`+NotifyChannel+`', upd.node_id::text)) AS n`,
-		id, nodeID, attempt)
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.SelectContext(ctx, &released, releaseSQL, pq.Array([]string{id}), nodeID, pq.Array([]int64{int64(attempt)}))
+	})
 	if err != nil {
 		return fmt.Errorf("release command %s: %w", id, interpretError(err))
 	}
@@ -75,15 +105,19 @@ func (s *Store) Release(ctx context.Context, id, nodeID string, attempt int) err
 // partial index commands_lease_idx and reads the whole table.
 const failLostSQL = `
 	SELECT c.id, n.name AS node_name, c.lease_expires_at FROM commands c JOIN nodes n ON n.id = c.node_id
-	WHERE c.status = 'running' AND c.leased_by IS NOT NULL AND c.lease_expires_at < now()
+	WHERE c.status = 'running' AND c.leased_by IS NOT NULL AND c.lease_expires_at < now() - $2 * interval '1 millisecond'
 	ORDER BY c.lease_expires_at LIMIT $1
 	FOR UPDATE OF c SKIP LOCKED`
 
 // FailLost marks running commands whose heartbeats stopped as failed, with an
 // "agent lost" line in stderr. They are never re-run: the program may have
 // done part or all of its work. Rows locked by a concurrent heartbeat or by
-// another replica's reaper are skipped this round. Returns the IDs failed.
-func (s *Store) FailLost(ctx context.Context, limit int) ([]string, error) {
+// another replica's reaper are skipped this round. A lease is failed only
+// once it expired more than grace ago: a heartbeat or finish that reached a
+// coordinator before the expiry but waits for the database still lands
+// first (it renews or ends an expired lease that was not yet reaped).
+// Returns the IDs failed.
+func (s *Store) FailLost(ctx context.Context, grace time.Duration, limit int) ([]string, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var lost []struct {
@@ -93,7 +127,7 @@ func (s *Store) FailLost(ctx context.Context, limit int) ([]string, error) {
 	}
 	var ids []string
 	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
-		if err := tx.SelectContext(ctx, &lost, failLostSQL, limit); err != nil {
+		if err := tx.SelectContext(ctx, &lost, failLostSQL, limit, grace.Milliseconds()); err != nil {
 			return interpretError(err)
 		}
 		for _, l := range lost {

@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"golang.org/x/sync/semaphore"
 )
 
 // Sentinel errors. The API maps them to status codes.
@@ -39,6 +43,13 @@ var (
 type Store struct {
 	db           *sqlx.DB
 	queryTimeout time.Duration
+	// gate admits calls not marked WithPriority (see deadline); nil when
+	// Options.ReservedConns is 0.
+	gate    *semaphore.Weighted
+	waiting atomic.Int64
+	// waitingShed counts the waiting calls marked WithShedding.
+	waitingShed atomic.Int64
+	maxWaiting  int
 }
 
 // Options tune the pool.
@@ -51,14 +62,113 @@ type Options struct {
 	// stuck lock — turns into a 503 instead of requests that hang. 0 means
 	// DefaultQueryTimeout.
 	QueryTimeout time.Duration
+	// ReservedConns is the part of the pool kept for calls marked
+	// WithPriority (an agent renewing its lease, starting, finishing or
+	// releasing a command): other calls are admitted at most
+	// MaxConns-ReservedConns at a time, so however much new work queues
+	// up, a running command's heartbeat finds a connection. 0 turns
+	// admission off (every call goes straight to the pool).
+	ReservedConns int
+	// MaxWaiting is how many calls marked WithShedding may wait for
+	// admission before Busy reports the database overloaded, so new
+	// requests are refused early instead of queueing past the query
+	// timeout.
+	MaxWaiting int
 }
 
 // DefaultQueryTimeout is Options.QueryTimeout's default.
 const DefaultQueryTimeout = 10 * time.Second
 
-// deadline bounds one store call; see Options.QueryTimeout.
+// answerSlack is how long past its server-side statement_timeout a
+// committing statement's answer is awaited (see commitOne) before the
+// network is deemed gone.
+const answerSlack = 10 * time.Second
+
+type ctxKey int
+
+const (
+	priorityKey ctxKey = iota
+	admittedKey
+	sheddableKey
+)
+
+// WithPriority marks ctx's store calls as lease keeping (start, heartbeat,
+// finish, release): they skip admission and may use the reserved part of
+// the pool.
+func WithPriority(ctx context.Context) context.Context {
+	return context.WithValue(ctx, priorityKey, true)
+}
+
+// WithShedding marks ctx's store calls as ones the caller would rather
+// refuse than queue (the public API): Busy counts how many of them wait.
+// Calls not so marked (agents' claims) wait their turn without counting, so
+// a burst of polls woken together does not turn users away.
+func WithShedding(ctx context.Context) context.Context {
+	return context.WithValue(ctx, sheddableKey, true)
+}
+
+// deadline bounds one store call (see Options.QueryTimeout) and admits it:
+// a call not marked WithPriority waits, within the same bound, for one of
+// the pool's unreserved connections. A call nested in an admitted one (a
+// transaction inside a store method) is not admitted twice.
 func (s *Store) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.queryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
+	if s.gate == nil || ctx.Value(priorityKey) != nil || ctx.Value(admittedKey) != nil {
+		return ctx, cancel
+	}
+	shed := ctx.Value(sheddableKey) != nil
+	s.waiting.Add(1)
+	if shed {
+		s.waitingShed.Add(1)
+	}
+	err := s.gate.Acquire(ctx, 1)
+	s.waiting.Add(-1)
+	if shed {
+		s.waitingShed.Add(-1)
+	}
+	if err != nil {
+		// The bound passed in the queue: ctx is done, so the call fails
+		// at once with ErrTimeout without touching the database.
+		return ctx, cancel
+	}
+	var once sync.Once
+	return context.WithValue(ctx, admittedKey, true), func() {
+		once.Do(func() {
+			cancel()
+			s.gate.Release(1)
+		})
+	}
+}
+
+// Busy reports that Options.MaxWaiting calls marked WithShedding wait for
+// admission: the database is the bottleneck, and a new request should be
+// refused (429) before it adds to the queue.
+func (s *Store) Busy() bool {
+	return s.gate != nil && s.waitingShed.Load() >= int64(s.maxWaiting)
+}
+
+// Waiting is the number of calls waiting for admission now.
+func (s *Store) Waiting() int { return int(s.waiting.Load()) }
+
+// commitOne runs fn, one autocommit statement that changes rows, so that
+// its error says the truth about whether it committed. The wait for a
+// connection is bounded by the call's deadline; the statement itself by
+// PostgreSQL's statement_timeout (set to the query timeout on every
+// connection, see Open), and it is not cancelled from this side: a context
+// that ends while the answer is on its way (the deadline, or the client
+// leaving) would turn a committed statement into an error, and a submit
+// answered 503 although queued is retried and run twice. Only if no answer
+// comes answerSlack past the statement timeout — the network is gone — is
+// the outcome unknown.
+func (s *Store) commitOne(ctx context.Context, fn func(ctx context.Context, conn *sqlx.Conn) error) error {
+	conn, err := s.db.Connx(ctx)
+	if err != nil {
+		return interpretError(err)
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.queryTimeout+answerSlack)
+	defer cancel()
+	return fn(sctx, conn)
 }
 
 // Open connects to PostgreSQL and checks the connection.
@@ -71,6 +181,17 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 	// instead of two, and output chunks travel as raw bytes rather than
 	// hex text twice their size.
 	cfg.BinaryParameters = true
+	queryTimeout := opt.QueryTimeout
+	if queryTimeout <= 0 {
+		queryTimeout = DefaultQueryTimeout
+	}
+	// The server bounds each statement by the query timeout, so a timeout
+	// is PostgreSQL's verdict — the statement did not commit — rather than
+	// this side giving up on an answer that may say it did (commitOne).
+	if cfg.Runtime == nil {
+		cfg.Runtime = map[string]string{}
+	}
+	cfg.Runtime["statement_timeout"] = strconv.FormatInt(queryTimeout.Milliseconds(), 10)
 	connector, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
@@ -87,9 +208,9 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	st := &Store{db: db, queryTimeout: opt.QueryTimeout}
-	if st.queryTimeout <= 0 {
-		st.queryTimeout = DefaultQueryTimeout
+	st := &Store{db: db, queryTimeout: queryTimeout, maxWaiting: opt.MaxWaiting}
+	if opt.ReservedConns > 0 && opt.MaxConns > opt.ReservedConns {
+		st.gate = semaphore.NewWeighted(int64(opt.MaxConns - opt.ReservedConns))
 	}
 	return st, nil
 }
@@ -126,9 +247,27 @@ func (s *Store) WithTx(ctx context.Context, fn func(tx *sqlx.Tx) error) (err err
 		}
 	}()
 	if err = fn(tx); err != nil {
+		return timedOut(ctx, err)
+	}
+	return timedOut(ctx, interpretError(tx.Commit()))
+}
+
+// timedOut reports an error of a transaction whose deadline passed as
+// ErrTimeout. When the deadline passes, database/sql rolls the transaction
+// back behind the caller's back, so the next statement or the commit fails
+// with sql.ErrTxDone ("transaction has already been committed or rolled
+// back"): that is a timeout, and the transaction did not commit.
+func timedOut(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil || errors.Is(err, ErrTimeout) {
 		return err
 	}
-	return interpretError(tx.Commit())
+	if !errors.Is(err, sql.ErrTxDone) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %v", ErrTimeout, err)
+	}
+	return fmt.Errorf("%w: %v", ctx.Err(), err) // the caller went away
 }
 
 // interpretError maps driver errors to the package sentinels, keeping the

@@ -39,6 +39,7 @@ const succeeded = `"status": "succeeded"`
 func TestRunStopsOnCtrlC(t *testing.T) {
 	r := startRun(t, runOptions{terminal: true})
 	r.waitFor(t, succeeded)
+	r.tryExecq(t)
 	r.signalGroup(t, syscall.SIGINT)
 	r.wait(t)
 	r.assertNothingLeft(t)
@@ -360,6 +361,23 @@ func (r *run) startLongCommand(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 		rec = call(http.MethodGet, "/api/v1/commands/"+id, "")
+	}
+}
+
+// tryExecq runs one of the execq lines the run prints, with the demo
+// user's settings it writes to demo.env: the quick start works as shown.
+func (r *run) tryExecq(t *testing.T) {
+	t.Helper()
+	line := "execq exec execq-demo-2 -- sh -c 'echo out; echo err >&2; exit 7'"
+	r.waitFor(t, line)
+	env := readEnvFile(t, filepath.Join(r.dir, "demo.env"))
+	cmd := exec.Command(filepath.Join(r.root, "bin", "execq"), "exec", "execq-demo-2", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	cmd.Env = append(cleanEnv(), "EXECQ_SERVER="+env["EXECQ_SERVER"], "EXECQ_TOKEN="+env["EXECQ_TOKEN"])
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 7 || stdout.String() != "out\n" || stderr.String() != "err\n" {
+		t.Fatalf("%s: exit %d, stdout %q, stderr %q; want 7, out, err", line, code, stdout.String(), stderr.String())
 	}
 }
 

@@ -142,6 +142,8 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.String(&cfg.DatabaseURL, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
 	f.Int(&cfg.DBMaxConns, "db-max-conns", "EXECQ_DB_MAX_CONNS", "max open database connections")
 	f.Duration(&cfg.DBQueryTimeout, "db-query-timeout", "EXECQ_DB_QUERY_TIMEOUT", "longest a database call may take before the request answers 503")
+	f.Int(&cfg.DBReservedConns, "db-reserved-conns", "EXECQ_DB_RESERVED_CONNS", "connections kept for agents' start, heartbeat, finish and release (-1 = a quarter of the pool, 0 = no reserve and no admission control)")
+	f.Int(&cfg.DBMaxWaiting, "db-max-waiting", "EXECQ_DB_MAX_WAITING", "database calls that may wait for a connection before new API requests are refused 429")
 	f.Duration(&cfg.LeaseTTL, "lease-ttl", "EXECQ_LEASE_TTL", "lease lifetime without heartbeat")
 	f.Duration(&cfg.Heartbeat, "heartbeat-interval", "EXECQ_HEARTBEAT_INTERVAL", "heartbeat interval told to agents")
 	f.Duration(&cfg.MaxWait, "longpoll-max-wait", "EXECQ_LONGPOLL_MAX_WAIT", "longest long-poll wait")

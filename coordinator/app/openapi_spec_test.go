@@ -126,7 +126,7 @@ func TestOpenAPIMatchesWireTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, code := range []string{"malformed_json", "invalid_field", "invalid_id", "invalid_stream", "invalid_wait",
-		"invalid_header", "unauthenticated", "rate_limited", "not_found", "unknown_container", "already_finished",
+		"invalid_header", "unauthenticated", "rate_limited", "overloaded", "not_found", "unknown_container", "already_finished",
 		"method_not_allowed", "body_too_large", "unsupported_media_type", "idempotency_key_reused", "internal",
 		"unavailable", "timeout"} {
 		if !strings.Contains(string(js), `"`+code+`"`) {

@@ -76,6 +76,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 	}
 	wait := min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait)
 	node := nodeFrom(r).ID
+	s.holdFor(w, wait)
 	cmds, err := s.poller.Poll(r.Context(), node, req.Max, wait)
 	if err != nil {
 		return err

@@ -157,19 +157,20 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) error {
 	case store.CancelledQueued:
 		return writeJSON(w, http.StatusOK, record(c))
 	}
+	head := store.CommandHead{Command: c.Command}
 	if wait > 0 {
-		done, err := s.awaitTerminal(r, id, wait, func() (store.CommandWithOutput, error) { return s.store.Get(r.Context(), id) })
+		done, err := s.awaitTerminal(w, r, id, wait, func() (store.CommandHead, error) { return s.store.GetHead(r.Context(), id) })
 		if err == nil {
-			c = done
+			head = done
 		} else if r.Context().Err() != nil {
 			return r.Context().Err()
 		}
 	}
 	status := http.StatusAccepted
-	if c.Status.Terminal() {
+	if head.Status.Terminal() {
 		status = http.StatusOK
 	}
-	return writeJSON(w, status, record(c))
+	return s.writeRecord(w, r, status, head)
 }
 
 // maxControlBody fits MaxControlKnown UUIDs with their quotes and commas.
@@ -198,7 +199,9 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) error {
 	node := nodeFrom(r).ID
 	wake, unsubscribe := s.poller.Notifier.Subscribe(lease.Key(store.ControlChannel, node))
 	defer unsubscribe()
-	deadline := time.NewTimer(min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait))
+	wait := min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait)
+	s.holdFor(w, wait)
+	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	safety := time.NewTicker(s.poller.SafetyInterval)
 	defer safety.Stop()

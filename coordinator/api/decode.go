@@ -81,6 +81,8 @@ func jsonError(err error, limit int64) *Error {
 	var syntaxErr *jsontext.SyntacticError
 	var semErr *json.SemanticError
 	switch {
+	case isTimeout(err):
+		return errBodyTimeout
 	case errors.As(err, &tooBig):
 		return &Error{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d bytes", limit)}
 	case errors.As(err, &semErr) && errors.Is(err, json.ErrUnknownName):

@@ -14,4 +14,11 @@
 // identity when PostgreSQL notifies store.AuthChannel, so a revocation
 // reaches every replica at once; failed authentications are rate-limited
 // per client address (faillimit.go) before any database lookup.
+//
+// No client can hold the server (deadlines.go): a request's body has a read
+// deadline set before authentication, every write of an answer its own
+// write deadline, and long-polls and follows extend theirs over their
+// waits. A record is written as a stream from the stored bytes, read in
+// slices, with the records of large output sent a bounded number at a time
+// (recordstream.go), so memory does not grow with output or slow readers.
 package api

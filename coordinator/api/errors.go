@@ -39,6 +39,18 @@ func (s *Server) wrap(h handlerFunc) http.Handler {
 		if err == nil {
 			return
 		}
+		var cut *errResponseStarted
+		if errors.As(err, &cut) {
+			// The status line and part of the body are sent: no error
+			// answer can follow. Abort, so the client sees a cut
+			// connection rather than a short document.
+			if r.Context().Err() != nil || isTimeout(err) || errors.Is(err, http.ErrHandlerTimeout) {
+				s.log.Info("response cut short: the client stopped reading or left", "method", r.Method, "path", r.URL.Path, "err", err)
+			} else {
+				s.log.Error("response cut short", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			panic(http.ErrAbortHandler)
+		}
 		var gap *store.GapError
 		if errors.As(err, &gap) {
 			s.log.Info("output gap", "path", r.URL.Path, "stdout_offset", gap.Offsets.Stdout, "stderr_offset", gap.Offsets.Stderr)

@@ -184,6 +184,10 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, id string, p out
 			return nil
 		}
 		if off >= piece.End {
+			// Over HTTP/2 a passed write deadline resets the stream even
+			// while nothing is written: extend it over the park, which a
+			// safety tick ends at the latest.
+			s.holdFor(w, s.poller.SafetyInterval)
 			select {
 			case <-wake:
 			case <-finished:

@@ -46,15 +46,23 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// The record is answered from its head: a replay of a finished command
+	// may have large output, which writeRecord streams.
+	head := store.CommandHead{Command: c.Command}
+	if c.Status.Terminal() {
+		if head, err = s.store.GetHead(r.Context(), c.ID); err != nil {
+			return err
+		}
+	}
 	if wait > 0 {
 		// Submit and wait in one call. The command is queued whatever
 		// happens now, so a failed wait still answers with the queued
 		// record: an error here would invite a second submit.
-		done, err := s.awaitTerminal(r, c.ID, wait, func() (store.CommandWithOutput, error) {
-			return s.store.Get(r.Context(), c.ID)
+		done, err := s.awaitTerminal(w, r, c.ID, wait, func() (store.CommandHead, error) {
+			return s.store.GetHead(r.Context(), c.ID)
 		})
 		if err == nil {
-			c = done
+			head = done
 		} else if r.Context().Err() != nil {
 			return r.Context().Err()
 		}
@@ -63,16 +71,16 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	// 200 for a terminal record (submit-and-wait that finished) and for an
 	// Idempotency-Key replay (the key's original command, not a new one).
 	status := http.StatusAccepted
-	if replay || c.Status.Terminal() {
+	if replay || head.Status.Terminal() {
 		status = http.StatusOK
 	}
-	return writeJSON(w, status, record(c))
+	return s.writeRecord(w, r, status, head)
 }
 
 // visibleCommand loads a command the caller may read. Another user's command
 // is reported as not found, so its existence does not leak.
-func (s *Server) visibleCommand(r *http.Request, id string) (store.CommandWithOutput, error) {
-	c, err := s.store.Get(r.Context(), id)
+func (s *Server) visibleCommand(r *http.Request, id string) (store.CommandHead, error) {
+	c, err := s.store.GetHead(r.Context(), id)
 	if err == nil && !mayRead(userFrom(r), c.RequestedBy) {
 		err = store.ErrNotFound
 	}
@@ -97,21 +105,23 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.awaitTerminal(r, id, wait, func() (store.CommandWithOutput, error) { return s.visibleCommand(r, id) })
+	c, err := s.awaitTerminal(w, r, id, wait, func() (store.CommandHead, error) { return s.visibleCommand(r, id) })
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, record(c))
+	return s.writeRecord(w, r, http.StatusOK, c)
 }
 
 // awaitTerminal reads a command with read until it is terminal or wait has
 // passed, and returns the last read. Waiting holds no database connection:
 // it subscribes to completion notifications (from any replica) before its
 // first read, so a finish in between is not missed, and re-reads on a
-// notification or the slow safety tick.
-func (s *Server) awaitTerminal(r *http.Request, id string, wait time.Duration, read func() (store.CommandWithOutput, error)) (store.CommandWithOutput, error) {
+// notification or the slow safety tick. The write deadline of w is extended
+// over the wait.
+func (s *Server) awaitTerminal(w http.ResponseWriter, r *http.Request, id string, wait time.Duration, read func() (store.CommandHead, error)) (store.CommandHead, error) {
 	var wake <-chan struct{}
 	if wait > 0 {
+		s.holdFor(w, wait)
 		ch, cancel := s.poller.Notifier.Subscribe(lease.Key(store.FinishedChannel, id))
 		defer cancel()
 		wake = ch

@@ -43,6 +43,12 @@ type Config struct {
 	AuthFailBurst    int
 	// Limits are the timeout and grace defaults and maxima (control.go).
 	Limits Limits
+	// ReadTimeout bounds the arrival of a request's body, WriteTimeout each
+	// write of a response (deadlines.go).
+	ReadTimeout, WriteTimeout time.Duration
+	// MaxLargeReads and MaxLargeReadQueue bound the records with large
+	// output sent at once and waiting (recordstream.go).
+	MaxLargeReads, MaxLargeReadQueue int
 }
 
 // Server holds the handlers' collaborators.
@@ -58,18 +64,23 @@ type Server struct {
 	failures *failLimiter
 	// notReady is the last readiness /readyz found, so only its changes
 	// are logged.
-	notReady atomic.Bool
+	notReady   atomic.Bool
+	largeReads *largeReads
 }
 
 // New builds the HTTP handler. gatherer serves /metrics.
 func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, gatherer prometheus.Gatherer, log *slog.Logger) http.Handler {
 	s := &Server{cfg: cfg, store: st, poller: poller, metrics: m, log: log,
 		users: newTokenCache[store.User](cfg.AuthCacheTTL), nodes: newTokenCache[store.Node](cfg.AuthCacheTTL),
-		failures: newFailLimiter(cfg.AuthFailInterval, cfg.AuthFailBurst)}
+		failures:   newFailLimiter(cfg.AuthFailInterval, cfg.AuthFailBurst),
+		largeReads: newLargeReads(cfg.MaxLargeReads, cfg.MaxLargeReadQueue)}
 	if poller != nil && poller.Notifier != nil {
 		poller.Notifier.OnNotify(store.AuthChannel, s.invalidate, s.flushAuth)
 	}
 	r := mux.NewRouter()
+	// No path cleaning: it answered "/api/v1/commands/../../healthz" with a
+	// redirect to wherever the dot segments led. deadlines refuses them.
+	r.SkipClean(true)
 	// gorilla/mux runs middleware (r.Use) only for a matched route, so these
 	// two are instrumented here, under one fixed route label.
 	r.NotFoundHandler = s.instrumentAs(unmatchedRoute, s.wrap(func(http.ResponseWriter, *http.Request) error {
@@ -122,7 +133,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	agent(http.MethodPost, "/control", s.control)
 
 	r.Use(s.instrument)
-	return r
+	return s.deadlines(r)
 }
 
 // priority marks the request's database calls as lease keeping
@@ -208,10 +219,13 @@ func (s *Server) instrumentAs(route string, next http.Handler) http.Handler {
 func (s *Server) observe(route string, next http.Handler, w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	start := time.Now()
+	// Deferred: a response cut short panics with http.ErrAbortHandler.
+	defer func() {
+		method := methodLabel(r.Method)
+		s.metrics.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+		s.metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(rec.status)).Inc()
+	}()
 	next.ServeHTTP(rec, r)
-	method := methodLabel(r.Method)
-	s.metrics.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
-	s.metrics.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(rec.status)).Inc()
 }
 
 // methodLabel keeps the method label to the standard methods: a client may

@@ -80,6 +80,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Limits: api.Limits{DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 			DefaultQueueTimeout: cfg.DefaultQueueTimeout, MaxQueueTimeout: cfg.MaxQueueTimeout,
 			DefaultGrace: cfg.DefaultGrace, MaxGrace: cfg.MaxGrace},
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
+		MaxLargeReads: cfg.MaxLargeReads, MaxLargeReadQueue: cfg.MaxLargeReadQueue,
 	}, st, poller, m, reg, log)
 	return a, nil
 }
@@ -95,6 +97,24 @@ func (a *App) Background(ctx context.Context) error {
 	return g.Wait()
 }
 
+// HTTPServer returns the server Run serves a.Handler with, its timeouts set
+// from the configuration. Tests serve with it too.
+//
+// Only the header read, idle and write bounds are the server's own: the
+// body's read deadline and each write's deadline are set per request by
+// the handler (api/deadlines.go), since a connection-wide ReadTimeout would
+// cancel every long-poll when it passed. WriteTimeout here is the backstop
+// for the first write (and bounds a TLS handshake's writes); the handler
+// extends it per write, and long-polls and output follows extend theirs.
+func (a *App) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: min(10*time.Second, a.cfg.ReadTimeout),
+		IdleTimeout:       a.cfg.IdleTimeout,
+		WriteTimeout:      a.cfg.WriteTimeout,
+	}
+}
+
 // Run serves HTTP on cfg.Listen with the background loops until ctx ends,
 // then drains: parked polls answer empty at once, other requests get
 // ShutdownGrace to finish.
@@ -103,7 +123,7 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: a.Handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := a.HTTPServer()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Background(gctx) })
 	g.Go(func() error { return a.watchCertificate(gctx) })

@@ -63,6 +63,25 @@ type Config struct {
 	// ShutdownGrace bounds how long in-flight requests may finish at stop
 	// (EXECQ_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no new request
+	// for this long (EXECQ_HTTP_IDLE_TIMEOUT), so idle clients cannot hold
+	// file descriptors forever.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds the reading of a request: its headers, and its body
+	// from the time the headers arrived (EXECQ_HTTP_READ_TIMEOUT). A client
+	// sending a body slower than that is cut off, with a token or without.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds every write of a response
+	// (EXECQ_HTTP_WRITE_TIMEOUT): a client that stops reading is cut off
+	// after it, and its connection and buffers freed. A response making
+	// progress is not cut; long-polls extend theirs over their wait.
+	WriteTimeout time.Duration
+	// MaxLargeReads bounds the records with large output (over 1 MiB) being
+	// sent at once (EXECQ_MAX_LARGE_READS); up to MaxLargeReadQueue more
+	// wait their turn (EXECQ_MAX_LARGE_READ_QUEUE), past that the answer is
+	// 503 with Retry-After.
+	MaxLargeReads     int
+	MaxLargeReadQueue int
 	// DefaultTimeout and MaxTimeout bound a command's run from its start
 	// (EXECQ_DEFAULT_TIMEOUT, EXECQ_MAX_TIMEOUT); whole seconds.
 	DefaultTimeout time.Duration
@@ -97,6 +116,12 @@ func DefaultConfig() Config {
 		OutputCap:       16 << 20,
 		ShutdownGrace:   10 * time.Second,
 		AuthCacheTTL:    10 * time.Second,
+		IdleTimeout:     90 * time.Second,
+		ReadTimeout:     30 * time.Second,
+		WriteTimeout:    30 * time.Second,
+
+		MaxLargeReads:     8,
+		MaxLargeReadQueue: 64,
 
 		AuthFailInterval: time.Second,
 		AuthFailBurst:    20,
@@ -170,6 +195,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--output-cap-bytes (EXECQ_OUTPUT_CAP_BYTES) must be 1024..%d (PostgreSQL's bytea limit)", maxOutputCap)
 	case c.OutputTail < 0 || c.OutputTail >= c.OutputCap:
 		return errors.New("--output-tail-bytes (EXECQ_OUTPUT_TAIL_BYTES) must be 0 (half the cap) or less than --output-cap-bytes, so some head is kept")
+	case c.IdleTimeout <= 0:
+		return errors.New("--http-idle-timeout (EXECQ_HTTP_IDLE_TIMEOUT) must be positive")
+	case c.ReadTimeout <= 0:
+		return errors.New("--http-read-timeout (EXECQ_HTTP_READ_TIMEOUT) must be positive")
+	case c.WriteTimeout <= 0:
+		return errors.New("--http-write-timeout (EXECQ_HTTP_WRITE_TIMEOUT) must be positive")
+	case c.MaxLargeReads < 1 || c.MaxLargeReadQueue < 0:
+		return errors.New("--max-large-reads (EXECQ_MAX_LARGE_READS) must be at least 1 and --max-large-read-queue (EXECQ_MAX_LARGE_READ_QUEUE) not negative")
 	}
 	return c.validateControl()
 }

@@ -37,3 +37,27 @@ func TestValidateControlLimits(t *testing.T) {
 		t.Errorf("grace 0: %v", err)
 	}
 }
+
+// TestValidateHTTPLimits: the connection timeouts and the large-read
+// limits must be positive, and the error names the flag to fix.
+func TestValidateHTTPLimits(t *testing.T) {
+	ok := DefaultConfig()
+	ok.DatabaseURL = "postgres://x"
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"no idle timeout", func(c *Config) { c.IdleTimeout = 0 }, "--http-idle-timeout"},
+		{"no read timeout", func(c *Config) { c.ReadTimeout = 0 }, "--http-read-timeout"},
+		{"negative write timeout", func(c *Config) { c.WriteTimeout = -time.Second }, "--http-write-timeout"},
+		{"no large reads", func(c *Config) { c.MaxLargeReads = 0 }, "--max-large-reads"},
+		{"negative queue", func(c *Config) { c.MaxLargeReadQueue = -1 }, "--max-large-read-queue"},
+	} {
+		c := ok
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.want)
+		}
+	}
+}

@@ -178,7 +178,9 @@ func startReplica(t testing.TB, dbURL string, opts ...option) *replica {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Background(ctx) }()
-	srv := httptest.NewServer(a.Handler)
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = a.HTTPServer()
+	srv.Start()
 	// Cleanups run last-in first-out: stop the background loops and the
 	// server (which waits for in-flight requests) before closing the pool.
 	t.Cleanup(func() { a.Close() })

@@ -147,6 +147,30 @@ func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
 	return c, interpretError(err)
 }
 
+// CommandHead is a command with the sizes of its stored output, read
+// without the output itself: a record with large output is sent from it in
+// slices (ReadOutput), so a read costs O(slice), not O(output).
+type CommandHead struct {
+	Command
+	StdoutSize int64 `db:"stdout_size"`
+	StderrSize int64 `db:"stderr_size"`
+}
+
+// GetHead returns a command and the sizes of its stored streams.
+// octet_length reads the size from a TOAST pointer's header, so the output
+// is neither fetched nor decompressed.
+func (s *Store) GetHead(ctx context.Context, id string) (CommandHead, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	var c CommandHead
+	err := s.db.GetContext(ctx, &c, `SELECT `+commandCols+`, octet_length(stdout) AS stdout_size, octet_length(stderr) AS stderr_size
+		FROM commands WHERE id = $1`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	return c, interpretError(err)
+}
+
 // Stream numbers as stored in command_chunks.
 const (
 	streamStdout = 1

@@ -31,8 +31,11 @@ const expireKeySQL = `
 	WHERE requested_by = $1 AND idempotency_key = $2 AND created_at <= now() - interval '` + IdempotencyWindow + `'`
 
 // keyHolderSQL reads the command that holds a key, with its fingerprint.
+//
+// The output is not read (empty): a replay of a finished command may hold
+// 2 × the output cap, and the API streams it from the record instead.
 const keyHolderSQL = `
-	SELECT ` + commandCols + `, stdout, stderr, idempotency_hash FROM commands
+	SELECT ` + commandCols + `, ''::bytea AS stdout, ''::bytea AS stderr, idempotency_hash FROM commands
 	WHERE requested_by = $1 AND idempotency_key = $2`
 
 // EnqueueOnce is Enqueue under an idempotency key: the first call with the

@@ -127,7 +127,7 @@ func TestOpenAPIMatchesWireTypes(t *testing.T) {
 	}
 	for _, code := range []string{"malformed_json", "invalid_field", "invalid_id", "invalid_stream", "invalid_wait",
 		"invalid_header", "unauthenticated", "rate_limited", "overloaded", "not_found", "unknown_container", "already_finished",
-		"method_not_allowed", "body_too_large", "unsupported_media_type", "idempotency_key_reused", "internal",
+		"method_not_allowed", "body_too_large", "invalid_path", "body_timeout", "busy", "unsupported_media_type", "idempotency_key_reused", "internal",
 		"unavailable", "timeout"} {
 		if !strings.Contains(string(js), `"`+code+`"`) {
 			t.Errorf("error code %s is not in docs/openapi.yaml", code)
@@ -282,5 +282,15 @@ func TestSpecTransportCatchesDrift(t *testing.T) {
 				t.Fatalf("want a report naming %q, got:\n%s", tc.want, got)
 			}
 		})
+	}
+}
+
+// TestOpenAPIDotSegmentPaths: a path with "." or ".." segments is answered
+// as the description says (400 invalid_path), on a listed route or not.
+func TestOpenAPIDotSegmentPaths(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, path := range []string{"/api/v1/commands/..", "/api/v1/./containers", "/api/v1/nope/../containers"} {
+		b.wantError(b.do(http.MethodGet, path, b.Alice.Token, nil), http.StatusBadRequest, "invalid_path")
 	}
 }

@@ -17,7 +17,7 @@ PKGS      ?= ./...
 GOTESTFLAGS ?=
 DEVDB     := scripts/devdb.sh
 
-.PHONY: help build test bench run lint fmt db-start db-stop db-status db-psql clean distclean
+.PHONY: help build test bench bench-fleet run lint fmt db-start db-stop db-status db-psql clean distclean
 
 help: ## show this list of targets
 	@awk 'BEGIN {FS = ":.*## "; print "Usage: make <target>\n"} \
@@ -34,6 +34,14 @@ test: ## run the whole suite (race detector) against the dev PostgreSQL and real
 
 bench: ## run the benchmarks (scripts/bench.sh; BENCH=regexp BENCHTIME=5s to narrow)
 	scripts/bench.sh
+
+# FLEET_FLAGS are passed to the simulator, e.g. FLEET_FLAGS='-n 500 -rate 300
+# -duration 30s' or '-idle -n 10000' (go run ./scripts/fleetsim -h lists them).
+FLEET_FLAGS ?=
+bench-fleet: build ## simulate a fleet of agents against the coordinator and compare with pgbench in the same run (FLEET_FLAGS='-n 2000 ...')
+	@$(DEVDB) start >/dev/null
+	$(GO) build -o $(BIN)/fleetsim ./scripts/fleetsim
+	$(BIN)/fleetsim -admin-url "$$($(DEVDB) url)" -coordinator $(BIN)/execq-coordinator $(FLEET_FLAGS)
 
 # ONCE=1: stop after the demo command, exit non-zero unless it succeeded (the
 # default when stdin is not a terminal); ONCE=0: stay up even then.

@@ -28,7 +28,9 @@ type App struct {
 	log      *slog.Logger
 	Store    *store.Store
 	Notifier *lease.Notifier
-	Reaper   *reaper.Reaper
+	// Poller runs the agents' lease long-polls.
+	Poller *lease.Poller
+	Reaper *reaper.Reaper
 	// Handler serves the whole HTTP surface.
 	Handler  http.Handler
 	draining chan struct{}
@@ -66,14 +68,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.registerTLSMetrics(reg)
-	m := metrics.New(reg, st, func() int { return a.Notifier.Parked(store.NotifyChannel) })
+	a.Poller = &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining, Log: log}
+	// After a listener reconnect, one query finds the nodes with work
+	// instead of every parked poll claiming at once.
+	a.Notifier.Delegate(store.NotifyChannel, a.Poller.CheckNow)
+	m := metrics.New(reg, st, a.Poller.Parked)
 	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log,
 		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL,
 		// A heartbeat waits for the database at most the query timeout;
 		// one stuck longer than a whole TTL finds its program already
 		// stopped by the agent, so there is nothing left to wait for.
 		LostGrace: min(cfg.DBQueryTimeout, cfg.LeaseTTL)}
-	poller := &lease.Poller{Store: st, Notifier: a.Notifier, TTL: cfg.LeaseTTL, SafetyInterval: cfg.SafetyPoll, Draining: a.draining}
 	a.Handler = api.New(api.Config{
 		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap, OutputTail: cfg.outputTail(),
 		AuthCacheTTL: cfg.AuthCacheTTL, AuthFailInterval: cfg.AuthFailInterval, AuthFailBurst: cfg.AuthFailBurst,
@@ -82,7 +87,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 			DefaultGrace: cfg.DefaultGrace, MaxGrace: cfg.MaxGrace},
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
 		MaxLargeReads: cfg.MaxLargeReads, MaxLargeReadQueue: cfg.MaxLargeReadQueue,
-	}, st, poller, m, reg, log)
+	}, st, a.Poller, m, reg, log)
 	return a, nil
 }
 

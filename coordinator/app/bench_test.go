@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/execq/execq/coordinator/app"
-	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/shared"
 )
 
@@ -54,7 +53,7 @@ func benchmarkWake(b *testing.B, cross bool) {
 		get = append(get, time.Since(start))
 
 		ch := bd.parkPoll(ctx, park.URL, bd.NodeA, parkedWait)
-		for park.App.Notifier.Parked(store.NotifyChannel) != 1 {
+		for park.App.Poller.Parked() != 1 {
 			time.Sleep(50 * time.Microsecond)
 		}
 		// Subscribed is not yet parked: let the poll's first (empty) claim

@@ -39,8 +39,8 @@ type Config struct {
 	Heartbeat time.Duration
 	// MaxWait caps a long-poll (EXECQ_LONGPOLL_MAX_WAIT).
 	MaxWait time.Duration
-	// SafetyPoll is how often a parked poll re-scans without a notification
-	// (EXECQ_SAFETY_POLL).
+	// SafetyPoll is how often the replica checks, with one query for all its
+	// parked polls, for work whose notification was lost (EXECQ_SAFETY_POLL).
 	SafetyPoll time.Duration
 	// ReapInterval is how often the reaper runs (EXECQ_REAP_INTERVAL).
 	ReapInterval time.Duration

@@ -44,7 +44,7 @@ func (b *bundle) parkPoll(ctx context.Context, base string, node nodeIdentity, w
 // waitParked waits until the replica holds n parked polls.
 func waitParked(t testing.TB, a *app.App, n int) {
 	t.Helper()
-	eventually(t, within, func() bool { return a.Notifier.Parked(store.NotifyChannel) == n }, "%d polls never parked (have %d)", n, a.Notifier.Parked(store.NotifyChannel))
+	eventually(t, within, func() bool { return a.Poller.Parked() == n }, "%d polls never parked (have %d)", n, a.Poller.Parked())
 }
 
 // wantWoken checks a parked poll returned the command soon after enqueued.

@@ -25,6 +25,9 @@ type Notifier struct {
 	// channel; resyncs after anything may have been missed (see OnNotify).
 	handlers map[string][]func(payload string)
 	resyncs  []func()
+	// delegated channels' waiters are not all woken after a reconnect:
+	// their resync wakes those that have something (see Delegate).
+	delegated map[string]bool
 }
 
 // NewNotifier prepares a notifier for channels on the database at url.
@@ -71,6 +74,21 @@ func (n *Notifier) OnNotify(channel string, fn func(payload string), resync func
 		n.handlers = map[string][]func(string){}
 	}
 	n.handlers[channel] = append(n.handlers[channel], fn)
+	n.resyncs = append(n.resyncs, resync)
+}
+
+// Delegate hands the waiters of channel, whenever notifications may have
+// been missed, to resync instead of waking them all: with thousands of agent
+// long-polls parked, waking each to re-run its claim sends thousands of
+// queries at the pool at once, where one query can tell which have work.
+// resync runs on the listener's goroutine and must be quick.
+func (n *Notifier) Delegate(channel string, resync func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.delegated == nil {
+		n.delegated = map[string]bool{}
+	}
+	n.delegated[channel] = true
 	n.resyncs = append(n.resyncs, resync)
 }
 
@@ -176,20 +194,32 @@ func (n *Notifier) Run(ctx context.Context) error {
 		// Anything notified before LISTEN took effect was missed: wake every
 		// waiter to re-read, as after a reconnect, rather than leave it to
 		// the slow safety poll.
-		n.dispatch(nil)
-		n.Wake("")
+		n.resynced()
 	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case note := <-l.Notify:
-			n.dispatch(note)
 			if note == nil {
-				n.Wake("")
+				n.resynced()
 				continue
 			}
+			n.dispatch(note)
 			n.Wake(Key(note.Channel, note.Extra))
+		}
+	}
+}
+
+// resynced tells everyone that notifications may have been missed: every
+// resync is called and every waiter of a channel not delegated is woken.
+func (n *Notifier) resynced() {
+	n.dispatch(nil)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for key, set := range n.waiters {
+		if channel, _, _ := strings.Cut(key, "/"); !n.delegated[channel] {
+			signal(set)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -30,6 +31,18 @@ func (f *fakeClaimer) Claim(_ context.Context, node string, max int, _ time.Dura
 	}
 	f.queues[node] = q[n:]
 	return q[:n], nil
+}
+
+func (f *fakeClaimer) NodesWithWork(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var nodes []string
+	for node, q := range f.queues {
+		if len(q) > 0 {
+			nodes = append(nodes, node)
+		}
+	}
+	return nodes, nil
 }
 
 func (f *fakeClaimer) push(node, id string) {
@@ -181,5 +194,104 @@ func TestParkedCountsOneChannel(t *testing.T) {
 	c()
 	if got := n.Parked("enqueued") + n.Parked("finished"); got != 0 {
 		t.Fatalf("%d waiters left after cancel", got)
+	}
+}
+
+// TestRepollOfIdleNodeRunsNoClaim: an agent re-polls as soon as an empty
+// answer comes back, so an idle fleet's re-polls were a claim each (with
+// 10,000 agents and 30s waits, 333 queries a second). The node's
+// subscription outlives the poll for a while: if nothing was notified since
+// the last claim, the next poll parks without claiming; anything notified in
+// between, or a wake-all after a listener reconnect, makes it claim first.
+func TestRepollOfIdleNodeRunsNoClaim(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, time.Hour)
+	calls := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.calls
+	}
+	if r := <-poll(p, "node-a", 10*time.Millisecond); len(r.cmds) != 0 {
+		t.Fatalf("got %+v, want an empty answer", r)
+	}
+	if got := calls(); got != 1 {
+		t.Fatalf("%d claims for the first poll, want 1", got)
+	}
+	for range 3 {
+		if r := <-poll(p, "node-a", 10*time.Millisecond); len(r.cmds) != 0 {
+			t.Fatalf("got %+v, want an empty answer", r)
+		}
+	}
+	if got := calls(); got != 1 {
+		t.Fatalf("%d claims after three idle re-polls, want still 1", got)
+	}
+
+	// Work notified between two polls is claimed by the next one at once.
+	c.push("node-a", "between-polls")
+	n.Wake(Key(store.NotifyChannel, "node-a"))
+	if r := <-poll(p, "node-a", time.Hour); len(r.cmds) != 1 {
+		t.Fatalf("got %+v, want the command notified between polls", r)
+	}
+	// A poll that handed out work is followed by a claim: there may be more.
+	before := calls()
+	<-poll(p, "node-a", 10*time.Millisecond)
+	if got := calls() - before; got != 1 {
+		t.Fatalf("%d claims for the poll after one with work, want 1", got)
+	}
+
+	// A reconnect (wake-all) between polls: notifications may have been lost.
+	c.push("node-a", "lost-notify")
+	n.Wake("")
+	if r := <-poll(p, "node-a", time.Hour); len(r.cmds) != 1 {
+		t.Fatalf("got %+v, want the command after a wake-all", r)
+	}
+	// Another node's first poll claims as always.
+	before = calls()
+	<-poll(p, "node-b", 10*time.Millisecond)
+	if got := calls() - before; got != 1 {
+		t.Fatalf("%d claims for another node's first poll, want 1", got)
+	}
+}
+
+// TestReconnectWakesOnlyNodesWithWork: after the listener reconnects,
+// notifications may have been lost, but waking every parked poll sent
+// thousands of claims at the pool at once. The poller checks instead, with
+// one query, which nodes have work, and wakes their polls only.
+func TestReconnectWakesOnlyNodesWithWork(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, time.Hour)
+	n.Delegate(store.NotifyChannel, p.CheckNow)
+	const polls = 20
+	results := make([]chan pollResult, polls)
+	for i := range results {
+		results[i] = poll(p, fmt.Sprintf("node-%d", i), time.Hour)
+	}
+	waitParked(t, n, polls)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		calls := c.calls
+		c.mu.Unlock()
+		if calls == polls {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the polls never ran their first claim")
+		}
+	}
+	c.push("node-7", "lost-notify")
+	n.resynced() // what a listener reconnect does
+	select {
+	case r := <-results[7]:
+		if len(r.cmds) != 1 {
+			t.Fatalf("got %+v, want the command", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poll of the node with work was not woken after the reconnect")
+	}
+	c.mu.Lock()
+	calls := c.calls
+	c.mu.Unlock()
+	if calls != polls+1 {
+		t.Fatalf("%d claims after the reconnect, want 1 (the node with work), not one per parked poll", calls-polls)
 	}
 }

@@ -222,6 +222,26 @@ func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Dura
 	return cs, nil
 }
 
+// nodesWithWorkSQL names the nodes that have a claimable command: what a
+// replica's safety check runs once per interval instead of a claim per
+// parked poll. It reads commands_queue_idx (queued rows only, however many
+// finished rows the table holds); the lease condition is the claim's own.
+const nodesWithWorkSQL = `
+	SELECT DISTINCT node_id::text FROM commands
+	WHERE status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())`
+
+// NodesWithWork returns the nodes that have at least one queued command a
+// claim would take now. A read-only statement: it changes nothing.
+func (s *Store) NodesWithWork(ctx context.Context) ([]string, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	nodes := []string{}
+	if err := s.db.SelectContext(ctx, &nodes, nodesWithWorkSQL); err != nil {
+		return nil, fmt.Errorf("list nodes with queued work: %w", interpretError(err))
+	}
+	return nodes, nil
+}
+
 // startSQL marks a leased command running if the lease is still the
 // caller's and unexpired.
 const startSQL = `

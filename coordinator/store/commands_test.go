@@ -481,6 +481,35 @@ func TestOutput(t *testing.T) {
 	}
 }
 
+// TestNodesWithWork lists a node exactly while a claim would take one of its
+// commands: queued and unleased, or leased with the lease expired.
+func TestNodesWithWork(t *testing.T) {
+	f := setup(t)
+	want := func(nodes ...string) {
+		t.Helper()
+		got, err := f.st.NodesWithWork(f.ctx)
+		if err != nil {
+			t.Fatalf("nodes with work: %v", err)
+		}
+		if len(got) != len(nodes) || (len(nodes) == 1 && got[0] != nodes[0]) {
+			t.Fatalf("nodes with work = %v, want %v", got, nodes)
+		}
+	}
+	want()
+	f.enqueue("true")
+	f.enqueue("true")
+	want(f.node.ID) // one row per node, however many commands
+	first := f.claimOne()
+	want(f.node.ID)
+	f.claimOne()
+	want() // all leased
+	f.expireLease(first.ID)
+	want(f.node.ID)
+	f.claimOne()
+	f.running()
+	want()
+}
+
 // TestFailLostGrace: a running command whose lease expired less than the
 // grace ago is left to its agent — a heartbeat that reached a coordinator
 // before the expiry but waits for the database may still land — and

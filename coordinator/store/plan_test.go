@@ -37,6 +37,7 @@ func TestPeriodicQueriesUseIndexes(t *testing.T) {
 	}{
 		{"claim", claimSQL, []any{f.node.ID, 10, testTTL.Milliseconds()}},
 		{"requeue expired", requeueExpiredSQL, nil},
+		{"safety check", nodesWithWorkSQL, nil},
 		{"fail lost", failLostSQL, []any{100, 10000}},
 		{"queue stats", statsSQL, nil},
 		{"pending cancels", pendingCancelsSQL, []any{f.node.ID}},

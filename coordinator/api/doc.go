@@ -1,6 +1,8 @@
 // Package api is the coordinator's HTTP surface: the public REST API for
 // operators (/api/v1), the agent protocol (/agent/v1, see docs/protocol.md),
-// health endpoints and /metrics.
+// health endpoints and /metrics. The public API is described by
+// docs/openapi.yaml, served at /api/v1/openapi.json (openapi.go); the
+// integration tests hold every public exchange to it.
 //
 // Handlers are small functions that return an error; one wrapper turns
 // errors into a status code and the JSON envelope

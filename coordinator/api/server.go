@@ -109,6 +109,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	user(http.MethodGet, "/commands/{id}", s.getCommand)
 	user(http.MethodGet, "/commands/{id}/output", s.getOutput)
 	user(http.MethodPost, "/commands/{id}/cancel", s.cancel)
+	user(http.MethodGet, "/openapi.json", s.openAPI())
 	admin := func(method, path string, h handlerFunc) { user(method, path, s.adminOnly(h)) }
 	admin(http.MethodGet, "/grants", s.listGrants)
 	admin(http.MethodPost, "/grants", s.addGrant)

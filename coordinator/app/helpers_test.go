@@ -206,7 +206,8 @@ func testLogger() *slog.Logger {
 func newClient(t testing.TB) *http.Client {
 	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: time.Minute}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+	// Every exchange on the public API is held to docs/openapi.yaml.
+	return &http.Client{Transport: specChecked(t, tr), Timeout: 2 * time.Minute}
 }
 
 // response is an HTTP answer read in full.

@@ -263,7 +263,7 @@ func clientFrom(t testing.TB, ip string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	tr := &http.Transport{DialContext: d.DialContext}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: time.Minute}
+	return &http.Client{Transport: specChecked(t, tr), Timeout: time.Minute}
 }
 
 // TestAuthCacheFlushedOnListenerReconnect: a change whose notification was

@@ -1,47 +1,19 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/execq/execq/internal/maintest"
 )
 
-// TestMain lets a test run this binary's real main, exit code included: the
-// test binary re-executes itself with EXECQ_TEST_RUN_MAIN=1.
-func TestMain(m *testing.M) {
-	if os.Getenv("EXECQ_TEST_RUN_MAIN") == "1" {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+// TestMain lets a test run this binary's real main, exit code included.
+func TestMain(m *testing.M) { maintest.Main(m, main) }
 
 // runMain runs main with args and only the given environment.
 func runMain(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = []string{"EXECQ_TEST_RUN_MAIN=1"}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		code = exit.ExitCode()
-	case err != nil:
-		t.Fatalf("run %v: %v", args, err)
-	}
-	return code, out.String(), errOut.String()
+	return maintest.Run(t, env, args...)
 }
 
 // TestHelpExitsZero: -h and --help print the flags on stdout, each with its

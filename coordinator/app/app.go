@@ -31,6 +31,7 @@ type App struct {
 	// Poller runs the agents' lease long-polls.
 	Poller *lease.Poller
 	Reaper *reaper.Reaper
+	Pruner *reaper.Pruner
 	// Handler serves the whole HTTP surface.
 	Handler  http.Handler
 	draining chan struct{}
@@ -79,6 +80,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// one stuck longer than a whole TTL finds its program already
 		// stopped by the agent, so there is nothing left to wait for.
 		LostGrace: min(cfg.DBQueryTimeout, cfg.LeaseTTL)}
+	a.Pruner = &reaper.Pruner{Store: st, Retention: cfg.Retention, Interval: cfg.PruneInterval, Metrics: m, Log: log}
 	a.Handler = api.New(api.Config{
 		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap, OutputTail: cfg.outputTail(),
 		AuthCacheTTL: cfg.AuthCacheTTL, AuthFailInterval: cfg.AuthFailInterval, AuthFailBurst: cfg.AuthFailBurst,
@@ -94,11 +96,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 // Close releases the pool.
 func (a *App) Close() error { return a.Store.Close() }
 
-// Background runs the notification listener and the reaper until ctx ends.
+// Background runs the notification listener, the reaper and the pruner
+// until ctx ends.
 func (a *App) Background(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Notifier.Run(ctx) })
 	g.Go(func() error { return a.Reaper.Run(ctx) })
+	g.Go(func() error { return a.Pruner.Run(ctx) })
 	return g.Wait()
 }
 

@@ -44,6 +44,13 @@ type Config struct {
 	SafetyPoll time.Duration
 	// ReapInterval is how often the reaper runs (EXECQ_REAP_INTERVAL).
 	ReapInterval time.Duration
+	// Retention is how long a terminal command (and its output) is kept
+	// after it finished (EXECQ_RETENTION); older ones are deleted every
+	// PruneInterval by any replica. 0 keeps them forever.
+	Retention time.Duration
+	// PruneInterval is how often a replica deletes commands past the
+	// retention; not a flag.
+	PruneInterval time.Duration
 	// OutputCap is the bytes kept per stream per command
 	// (EXECQ_OUTPUT_CAP_BYTES): past it the head and the tail of the stream
 	// are kept, the middle is dropped and the record says truncated.
@@ -113,6 +120,8 @@ func DefaultConfig() Config {
 		MaxWait:         30 * time.Second,
 		SafetyPoll:      5 * time.Second,
 		ReapInterval:    time.Second,
+		Retention:       30 * 24 * time.Hour,
+		PruneInterval:   time.Minute,
 		OutputCap:       16 << 20,
 		ShutdownGrace:   10 * time.Second,
 		AuthCacheTTL:    10 * time.Second,
@@ -185,6 +194,10 @@ func (c Config) Validate() error {
 		return errors.New("--safety-poll (EXECQ_SAFETY_POLL) must be positive")
 	case c.ReapInterval <= 0:
 		return errors.New("--reap-interval (EXECQ_REAP_INTERVAL) must be positive")
+	case c.Retention < 0:
+		return errors.New("--retention (EXECQ_RETENTION) must not be negative (0 keeps commands forever)")
+	case c.PruneInterval <= 0:
+		return errors.New("the prune interval must be positive")
 	case c.AuthCacheTTL < 0:
 		return errors.New("--auth-cache-ttl (EXECQ_AUTH_CACHE_TTL) must not be negative")
 	case c.AuthFailInterval <= 0 || c.AuthFailInterval > time.Hour:

@@ -61,3 +61,21 @@ func TestValidateHTTPLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateRetention: 0 keeps commands forever; a negative retention is
+// refused with the flag to fix.
+func TestValidateRetention(t *testing.T) {
+	c := DefaultConfig()
+	c.DatabaseURL = "postgres://x"
+	if c.Retention != 30*24*time.Hour {
+		t.Errorf("default retention %s, want 720h", c.Retention)
+	}
+	c.Retention = 0
+	if err := c.Validate(); err != nil {
+		t.Errorf("retention 0: %v", err)
+	}
+	c.Retention = -time.Hour
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--retention") {
+		t.Errorf("negative retention: %v, want an error naming --retention", err)
+	}
+}

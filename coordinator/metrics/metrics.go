@@ -25,6 +25,8 @@ type Metrics struct {
 	Exec      *prometheus.HistogramVec
 	AgentLost prometheus.Counter
 	Requeued  prometheus.Counter
+	// Pruned counts terminal commands deleted past the retention.
+	Pruned prometheus.Counter
 	// Shed counts API requests refused 429 because the database was
 	// saturated; Undelivered, leases released because their poll's answer
 	// could not be delivered.
@@ -55,6 +57,9 @@ func New(reg prometheus.Registerer, st *store.Store, parked func() int) *Metrics
 		Requeued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "execq_leases_expired_total", Help: "Leases that expired before start; the commands were queued again.",
 		}),
+		Pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "execq_commands_pruned_total", Help: "Terminal commands deleted, with their output, because they finished longer ago than the retention.",
+		}),
 		Shed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "execq_requests_shed_total", Help: "API requests refused 429 overloaded because too many database calls were waiting.",
 		}),
@@ -62,7 +67,7 @@ func New(reg prometheus.Registerer, st *store.Store, parked func() int) *Metrics
 			Name: "execq_leases_undelivered_total", Help: "Leases claimed for a poll whose answer could not be delivered; released at once.",
 		}),
 	}
-	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Dispatch, m.Exec, m.AgentLost, m.Requeued, m.Shed, m.Undelivered,
+	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Dispatch, m.Exec, m.AgentLost, m.Requeued, m.Pruned, m.Shed, m.Undelivered,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "execq_db_admission_waiting", Help: "Database calls waiting for one of the pool's unreserved connections.",
 		}, func() float64 { return float64(st.Waiting()) }),

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPeriodicQueriesUseIndexes checks the plan of every query that runs on
@@ -43,6 +44,7 @@ func TestPeriodicQueriesUseIndexes(t *testing.T) {
 		{"pending cancels", pendingCancelsSQL, []any{f.node.ID}},
 		{"timed out", timedOutSQL, []any{int64(1000), 100}},
 		{"not picked up", notPickedUpSQL, []any{100}},
+		{"prune", pruneSQL, []any{int64(time.Hour / time.Millisecond), 500}},
 	} {
 		t.Run(q.name, func(t *testing.T) {
 			var raw []byte

@@ -260,10 +260,15 @@ func TestFailedAuthRateLimited(t *testing.T) {
 // address ip (any 127/8 address is loopback on Linux), so a test can act
 // as another client address.
 func clientFrom(t testing.TB, ip string) *http.Client {
+	return &http.Client{Transport: specChecked(t, transportFrom(t, ip)), Timeout: time.Minute}
+}
+
+// transportFrom is a transport whose connections come from ip.
+func transportFrom(t testing.TB, ip string) *http.Transport {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	tr := &http.Transport{DialContext: d.DialContext}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: specChecked(t, tr), Timeout: time.Minute}
+	return tr
 }
 
 // TestAuthCacheFlushedOnListenerReconnect: a change whose notification was

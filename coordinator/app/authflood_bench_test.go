@@ -34,6 +34,7 @@ func BenchmarkAuthFlood(b *testing.B) {
 				c.AuthFailInterval = app.DefaultConfig().AuthFailInterval
 				c.LeaseTTL, c.Heartbeat, c.ReapInterval = time.Hour, time.Minute, time.Minute
 			}))
+			bd.client = plainClient(b)
 			waitListeners(b, bd.DB, 1)
 			rec := bd.submit(bd.Alice, bd.NodeB.Container, "true")
 			ctx := context.Background()

@@ -32,6 +32,7 @@ func benchmarkWake(b *testing.B, cross bool) {
 		c.LeaseTTL, c.Heartbeat, c.ReapInterval = time.Hour, time.Minute, time.Minute
 	})
 	bd := setup(b, quiet)
+	bd.client = plainClient(b)
 	park, submit := bd.replica, bd.replica
 	if cross {
 		submit = startReplica(b, bd.DBURL, quiet)

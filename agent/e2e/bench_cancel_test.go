@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -110,27 +109,6 @@ func BenchmarkCancel(b *testing.B) {
 			"  bare SIGTERM → gone p50 %.2f ms p99 %.2f ms (the floor)\n",
 			ms(cP50), ms(cP99), ms(exP50), ms(exP99), float64(cP50)/float64(exP50), ms(kP50), ms(kP99))
 	}
-}
-
-// containerPid returns the host pid of a process in the container whose
-// command line contains want, or 0.
-func containerPid(t testing.TB, root, id, want string) int {
-	t.Helper()
-	out, err := exec.Command("runc", "--root", root, "ps", "--format", "json", id).Output()
-	if err != nil {
-		t.Fatalf("runc ps %s: %v", id, err)
-	}
-	var pids []int
-	if err := json.Unmarshal(out, &pids); err != nil {
-		t.Fatalf("runc ps %s: %q: %v", id, out, err)
-	}
-	for _, pid := range pids {
-		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err == nil && strings.Contains(strings.ReplaceAll(string(raw), "\x00", " "), want) {
-			return pid
-		}
-	}
-	return 0
 }
 
 // waitGone polls until pid's /proc entry is gone (exited and reaped),

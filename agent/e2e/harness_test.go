@@ -375,18 +375,8 @@ func (s *stack) waitStatus(id string, want shared.Status, d time.Duration) share
 // output reads a stream's exact bytes.
 func (s *stack) output(id, stream string) []byte {
 	s.t.Helper()
-	req, _ := http.NewRequest("GET", s.url("/api/v1/commands/"+id+"/output?stream="+stream), nil)
-	req.Header.Set("Authorization", "Bearer "+s.userToken)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		s.t.Fatalf("output %s: %v", id, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		s.t.Fatalf("output %s: status %d, %v", id, resp.StatusCode, err)
-	}
-	return raw
+	_, out := s.outputStatus(id, stream)
+	return []byte(out)
 }
 
 // eventually polls cond every 50ms until it holds, failing after d.

@@ -10,9 +10,16 @@ import (
 )
 
 // containerRuns reports whether a process whose command line contains want
-// runs in the container: `runc ps --format json` lists the host PIDs of the
-// container's cgroup, and /proc gives their command lines.
+// runs in the container.
 func containerRuns(t testing.TB, root, id, want string) bool {
+	t.Helper()
+	return containerPid(t, root, id, want) != 0
+}
+
+// containerPid returns the host pid of a process in the container whose
+// command line contains want, or 0: `runc ps --format json` lists the host
+// PIDs of the container's cgroup, and /proc gives their command lines.
+func containerPid(t testing.TB, root, id, want string) int {
 	t.Helper()
 	out, err := exec.Command("runc", "--root", root, "ps", "--format", "json", id).Output()
 	if err != nil {
@@ -24,12 +31,9 @@ func containerRuns(t testing.TB, root, id, want string) bool {
 	}
 	for _, pid := range pids {
 		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err != nil {
-			continue // exited meanwhile
-		}
-		if strings.Contains(strings.ReplaceAll(string(raw), "\x00", " "), want) {
-			return true
+		if err == nil && strings.Contains(strings.ReplaceAll(string(raw), "\x00", " "), want) {
+			return pid
 		}
 	}
-	return false
+	return 0
 }

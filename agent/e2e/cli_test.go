@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execq/execq/cli/client"
+	"github.com/execq/execq/internal/syncbuf"
 	"github.com/execq/execq/internal/testpki"
 	"github.com/execq/execq/shared"
 )
@@ -314,7 +315,7 @@ func TestCLIResumesAcrossCoordinatorRestart(t *testing.T) {
 	const lines = 100
 	cmd := cliCommand(s.cliEnv(), "-v", "exec", c.ID, "--", "sh", "-c",
 		fmt.Sprintf("i=0; while [ $i -lt %d ]; do echo line $i; i=$((i+1)); sleep 0.05; done", lines))
-	out, errb := &syncBuffer{}, &syncBuffer{}
+	out, errb := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -457,7 +458,7 @@ func TestCLIQueuedSpinnerOnlyOnATerminal(t *testing.T) {
 	onTTY := cliCommand(s.cliEnv(), "exec", c.ID, "--", "echo", "hi")
 	var ttyOut bytes.Buffer
 	onTTY.Stdout, onTTY.Stderr = &ttyOut, tty
-	var screen syncBuffer
+	var screen syncbuf.Buffer
 	go func() { _, _ = io.Copy(&screen, master) }()
 	piped := cliCommand(s.cliEnv(), "exec", c.ID, "--", "echo", "hi")
 	var pipedOut, pipedErr bytes.Buffer

@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/execq/execq/agent/runc"
 	"github.com/execq/execq/agent/runc/runctest"
+	"github.com/execq/execq/internal/syncbuf"
 	"github.com/execq/execq/shared"
 )
 
@@ -43,23 +43,6 @@ func (s *recordingSender) last() ([]shared.ContainerReport, int) {
 		return nil, 0
 	}
 	return s.reports[len(s.reports)-1], len(s.reports)
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func ids(cs []shared.ContainerReport) []string {
@@ -93,7 +76,7 @@ func TestReporterFollowsRealContainers(t *testing.T) {
 	// same ID again.
 	runctest.Start(t, runctest.Options{Root: root, ID: strings.ToUpper(a.ID)})
 
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	sender := &recordingSender{}
 	r := &Reporter{
 		Lister:    a.Runner,

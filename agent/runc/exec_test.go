@@ -14,26 +14,8 @@ import (
 
 	"github.com/execq/execq/agent/runc"
 	"github.com/execq/execq/agent/runc/runctest"
+	"github.com/execq/execq/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the runner's two copy goroutines and
-// the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type execResult struct {
 	stdout, stderr string
@@ -43,7 +25,7 @@ type execResult struct {
 
 func execIn(t *testing.T, c *runctest.Container, program string, args ...string) execResult {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	p, err := c.Runner.Exec(ctx, runc.ExecConfig{ContainerID: c.ID, Program: program, Args: args, Stdout: &stdout, Stderr: &stderr})
@@ -297,7 +279,7 @@ func TestExecBackPressure(t *testing.T) {
 
 func TestStopTerminatesProcessGroup(t *testing.T) {
 	c := runctest.Start(t, runctest.Options{})
-	var out syncBuffer
+	var out syncbuf.Buffer
 	// A background child holding stdout: runc exec would wait for it.
 	p, err := c.Runner.Exec(context.Background(), runc.ExecConfig{ContainerID: c.ID, Program: "sh", Args: []string{"-c", "sleep 3600 & echo started; wait"}, Stdout: &out})
 	if err != nil {
@@ -324,7 +306,7 @@ func TestStopTerminatesProcessGroup(t *testing.T) {
 
 func TestStopEscalatesToSIGKILL(t *testing.T) {
 	c := runctest.Start(t, runctest.Options{})
-	var out syncBuffer
+	var out syncbuf.Buffer
 	p, err := c.Runner.Exec(context.Background(), runc.ExecConfig{ContainerID: c.ID, Program: "sh", Args: []string{"-c", `trap "" TERM; echo ready; while :; do sleep 1; done`}, Stdout: &out})
 	if err != nil {
 		t.Fatal(err)

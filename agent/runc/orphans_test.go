@@ -13,6 +13,7 @@ import (
 
 	"github.com/execq/execq/agent/runc"
 	"github.com/execq/execq/agent/runc/runctest"
+	"github.com/execq/execq/internal/syncbuf"
 )
 
 // TestReapOrphans: a program whose agent died is killed, with its process
@@ -21,7 +22,7 @@ func TestReapOrphans(t *testing.T) {
 	c := runctest.Start(t, runctest.Options{})
 	c.Runner.TempDir = t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var out syncBuffer
+	var out syncbuf.Buffer
 	p, err := c.Runner.Exec(context.Background(), runc.ExecConfig{ContainerID: c.ID, Program: "sh",
 		Args: []string{"-c", "sleep 3600 & echo started; wait"}, Stdout: &out})
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/execq/execq/coordinator/testpg"
+	"github.com/execq/execq/internal/syncbuf"
 )
 
 // Bounds, not expectations: a run on a loaded machine (the first one builds
@@ -167,7 +167,7 @@ type runOptions struct {
 type run struct {
 	root, dir, listen string
 	cmd               *exec.Cmd
-	out               *syncBuffer
+	out               *syncbuf.Buffer
 	exited            chan struct{}
 	waitErr           error
 }
@@ -186,7 +186,7 @@ func startRun(t *testing.T, opt runOptions) *run {
 		root:   root,
 		dir:    t.TempDir(),
 		listen: freeAddr(t),
-		out:    &syncBuffer{},
+		out:    &syncbuf.Buffer{},
 		exited: make(chan struct{}),
 	}
 	env := []string{
@@ -547,22 +547,4 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 		t.Fatalf("open pty %d: %v", n, err)
 	}
 	return m, s
-}
-
-// syncBuffer collects the run's stdout and stderr while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -166,6 +166,14 @@ func setup(t testing.TB, opts ...option) *bundle {
 // httptest server, with its background loops, until the test ends.
 func startReplica(t testing.TB, dbURL string, opts ...option) *replica {
 	t.Helper()
+	r, _ := serveReplica(t, dbURL, (*httptest.Server).Start, opts...)
+	return r
+}
+
+// serveReplica is startReplica with the server started by start (plain, or
+// TLS with HTTP/2); it also returns the server.
+func serveReplica(t testing.TB, dbURL string, start func(*httptest.Server), opts ...option) (*replica, *httptest.Server) {
+	t.Helper()
 	o := replicaOptions{cfg: testConfig(dbURL), log: testLogger()}
 	for _, opt := range opts {
 		opt(&o)
@@ -180,7 +188,7 @@ func startReplica(t testing.TB, dbURL string, opts ...option) *replica {
 	go func() { done <- a.Background(ctx) }()
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Config = a.HTTPServer()
-	srv.Start()
+	start(srv)
 	// Cleanups run last-in first-out: stop the background loops and the
 	// server (which waits for in-flight requests) before closing the pool.
 	t.Cleanup(func() { a.Close() })
@@ -191,7 +199,7 @@ func startReplica(t testing.TB, dbURL string, opts ...option) *replica {
 		}
 	})
 	t.Cleanup(srv.Close)
-	return &replica{App: a, URL: srv.URL}
+	return &replica{App: a, URL: srv.URL}, srv
 }
 
 // testLogger discards logs unless EXECQ_TEST_LOG is set: failures are

@@ -3,7 +3,6 @@ package app_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -457,31 +456,13 @@ func TestStreamedRecordIsEncodingJSONs(t *testing.T) {
 // replica and a client that trusts it.
 func startH2Replica(t testing.TB, dbURL string, mod func(*app.Config)) (*replica, *http.Client) {
 	t.Helper()
-	cfg := testConfig(dbURL)
-	mod(&cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, testLogger())
-	if err != nil {
-		cancel()
-		t.Fatalf("app.New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Background(ctx) }()
-	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = a.HTTPServer()
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(func() { a.Close() })
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("background loops: %v", err)
-		}
-	})
-	t.Cleanup(srv.Close)
+	r, srv := serveReplica(t, dbURL, func(srv *httptest.Server) {
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+	}, withConfig(mod))
 	c := srv.Client()
 	c.Timeout = 2 * time.Minute
-	return &replica{App: a, URL: srv.URL}, c
+	return r, c
 }
 
 // TestLongWaitsOutliveTheWriteTimeoutOverHTTP2: over HTTP/2 a stream whose

@@ -45,11 +45,7 @@ func TestUsersLifecycleCLI(t *testing.T) {
 	t.Parallel()
 	dbURL := testpg.New(t)
 	c := cli{t, map[string]string{"EXECQ_DATABASE_URL": dbURL}}
-	st, err := store.Open(context.Background(), dbURL, store.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := testStore(t, dbURL)
 	ctx := context.Background()
 
 	var created map[string]string
@@ -115,11 +111,7 @@ func TestNodesLifecycleCLI(t *testing.T) {
 	t.Parallel()
 	dbURL := testpg.New(t)
 	c := cli{t, map[string]string{"EXECQ_DATABASE_URL": dbURL}}
-	st, err := store.Open(context.Background(), dbURL, store.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := testStore(t, dbURL)
 	ctx := context.Background()
 
 	var created map[string]string
@@ -161,4 +153,16 @@ func TestNodesLifecycleCLI(t *testing.T) {
 	c.fails("not found", "nodes", "revoke", "--name", "nowhere")
 	c.fails("exactly one of --name and --id", "nodes", "rotate-token")
 	c.fails("unknown command", "nodes", "disable", "--name", "host-1")
+}
+
+// testStore opens the store on dbURL to check what the CLI wrote, until the
+// test ends.
+func testStore(t *testing.T, dbURL string) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), dbURL, store.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

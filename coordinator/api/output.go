@@ -17,11 +17,6 @@ const (
 	// database and holds in memory: a 64 MiB stream and a slow client cost
 	// this much per request, not the stream's size.
 	outputPieceBytes = 128 << 10
-	// outputWriteTimeout is how long one write of a piece may take. A
-	// follower that stops reading is cut off after it rather than holding
-	// its goroutine and piece forever; parked waits between writes are not
-	// bounded by it, so a follow lasts as long as its command.
-	outputWriteTimeout = 30 * time.Second
 	// statusHeader carries the command's status: a header on a plain read,
 	// a trailer at the end of a follow (the final status, known only then).
 	statusHeader = "X-Execq-Status"
@@ -134,7 +129,7 @@ func (s *Server) sendStored(w http.ResponseWriter, r *http.Request, id string, p
 	off := p.offset
 	for {
 		data := piece.Data[:min(int64(len(piece.Data)), end-off)]
-		if err := writePiece(rc, w, data); err != nil {
+		if err := s.writePiece(rc, w, data); err != nil {
 			return s.abandon(r, id, err)
 		}
 		off += int64(len(data))
@@ -164,14 +159,14 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, id string, p out
 	rc := http.NewResponseController(w)
 	// Headers go out now: the client knows the follow is on even if the
 	// first byte takes minutes.
-	if err := writePiece(rc, w, nil); err != nil {
+	if err := s.writePiece(rc, w, nil); err != nil {
 		return s.abandon(r, id, err)
 	}
 	safety := time.NewTicker(s.poller.SafetyInterval)
 	defer safety.Stop()
 	off := p.offset
 	for {
-		if err := writePiece(rc, w, piece.Data); err != nil {
+		if err := s.writePiece(rc, w, piece.Data); err != nil {
 			return s.abandon(r, id, err)
 		}
 		off += int64(len(piece.Data))
@@ -180,7 +175,7 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, id string, p out
 			setOmitted(w.Header(), piece)
 			// The trailer is written after the handler returns; give that
 			// write its own deadline.
-			_ = extendWriteDeadline(rc)
+			s.holdFor(w, 0)
 			return nil
 		}
 		if off >= piece.End {
@@ -205,28 +200,18 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, id string, p out
 	}
 }
 
-// writePiece writes data (possibly none) under a fresh write deadline and
-// flushes it to the client at once.
-func writePiece(rc *http.ResponseController, w http.ResponseWriter, data []byte) error {
-	if err := extendWriteDeadline(rc); err != nil {
-		return err
-	}
+// writePiece writes data (possibly none) under a fresh write deadline (the
+// server's write timeout, as for every answer; a follower that stops reading
+// is cut off after it, while parks between writes are extended on their own)
+// and flushes it to the client at once.
+func (s *Server) writePiece(rc *http.ResponseController, w http.ResponseWriter, data []byte) error {
+	s.holdFor(w, 0)
 	if len(data) > 0 {
 		if _, err := w.Write(data); err != nil {
 			return err
 		}
 	}
 	return rc.Flush()
-}
-
-// extendWriteDeadline gives the next write outputWriteTimeout, whatever the
-// server's own write timeout (which would otherwise cut a long follow).
-func extendWriteDeadline(rc *http.ResponseController) error {
-	err := rc.SetWriteDeadline(time.Now().Add(outputWriteTimeout))
-	if errors.Is(err, http.ErrNotSupported) {
-		return nil
-	}
-	return err
 }
 
 // abandon ends an answer whose status line is already sent: an error

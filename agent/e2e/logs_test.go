@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +36,11 @@ func TestLogsNameTheCommandAndKeepSecrets(t *testing.T) {
 		t.Fatalf("command: %+v", done)
 	}
 
+	// A refused request about the command is logged too (at Info, as 4xx).
+	if code := s.do("GET", "/api/v1/commands/"+rec.ID+"?wait=soon", s.userToken, nil, nil); code != http.StatusBadRequest {
+		t.Fatalf("GET with a bad wait: %d, want 400", code)
+	}
+
 	// Stopped cleanly, so every line is written.
 	agent.signal(syscall.SIGTERM)
 	agent.wantCleanExit("after SIGTERM")
@@ -47,7 +53,7 @@ func TestLogsNameTheCommandAndKeepSecrets(t *testing.T) {
 		context []string // what a line naming the command must also carry
 		want    []string // messages that must name the command
 	}{
-		{s.coord, nil, []string{"command queued", "command finished"}},
+		{s.coord, nil, []string{"command queued", "command finished", "request refused"}},
 		{agent, []string{"container_id"}, []string{"executing command", "command reported"}},
 	} {
 		seen := map[string]bool{}

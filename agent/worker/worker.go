@@ -322,7 +322,7 @@ func (w *Worker) release(cmd shared.LeasedCommand, log *slog.Logger) {
 	defer w.releases.Done()
 	ctx, cancel := context.WithTimeout(w.reportCtx, 10*time.Second)
 	defer cancel()
-	if _, err := w.coord.Release(ctx, cmd.ID, cmd.Attempt); err != nil {
+	if _, err := w.coord.Release(client.WithLogger(ctx, log), cmd.ID, cmd.Attempt); err != nil {
 		log.Info("command leased during shutdown not released; it returns to the queue when its lease expires", "error", err)
 		return
 	}

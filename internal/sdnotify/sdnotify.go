@@ -73,14 +73,16 @@ func (n *Notifier) Stopping() {
 
 // Alive is a watchdog keep-alive. Call it from a loop whose turns prove the
 // daemon works — never from a goroutine of its own, which would keep a
-// stuck daemon alive. Calls closer together than half the keep-alive
-// period send nothing.
+// stuck daemon alive. Calls closer together than a second (or half the
+// keep-alive period, if shorter) send nothing: a fast loop costs one
+// datagram a second, and the keep-alive after a slow turn of the loop is
+// never held back.
 func (n *Notifier) Alive() {
 	if n == nil || n.interval <= 0 {
 		return
 	}
 	now := time.Now().UnixNano()
-	if last := n.last.Load(); last != 0 && time.Duration(now-last) < n.interval/2 {
+	if last := n.last.Load(); last != 0 && time.Duration(now-last) < min(n.interval/2, time.Second) {
 		return
 	}
 	n.last.Store(now)

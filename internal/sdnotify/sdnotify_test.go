@@ -43,7 +43,7 @@ func messages(t *testing.T, conn *net.UnixConn, d time.Duration) []string {
 }
 
 // TestMessages: Ready and Stopping go out once each however often they are
-// called; Alive goes out at most every quarter of the watchdog timeout.
+// called; Alive goes out at most once a second.
 func TestMessages(t *testing.T) {
 	conn := listen(t)
 	t.Setenv("WATCHDOG_USEC", "4000000")

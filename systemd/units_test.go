@@ -91,7 +91,8 @@ var overall = regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d)`)
 func TestUnitsSecurity(t *testing.T) {
 	bin := analyze(t)
 	for _, u := range units {
-		out, err := exec.Command(bin, "security", "--offline=true", "--no-pager", u.file).CombinedOutput()
+		// A path, not a name: the file here, never an installed unit.
+		out, err := exec.Command(bin, "security", "--offline=true", "--no-pager", "./"+u.file).CombinedOutput()
 		if err != nil {
 			t.Fatalf("systemd-analyze security %s: %v\n%s", u.file, err, out)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/execq/execq/agent/metrics"
 	"github.com/execq/execq/agent/runc"
 	"github.com/execq/execq/agent/worker"
+	"github.com/execq/execq/internal/sdnotify"
 )
 
 // Agent is one running agent.
@@ -32,6 +33,10 @@ type Agent struct {
 	Worker    *worker.Worker
 	Inventory *inventory.Reporter
 	Metrics   *metrics.Metrics
+	// notify tells systemd when the agent has reported its containers,
+	// when it drains, and that its lease loop still turns (a no-op
+	// outside systemd).
+	notify *sdnotify.Notifier
 }
 
 // New validates cfg and builds an agent. Its metrics are registered on reg
@@ -69,7 +74,10 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Agent, err
 		return nil, err
 	}
 	r := &runc.Runner{Binary: cfg.RuncBinary, Root: cfg.RuncRoot, TempDir: cfg.WorkDir}
-	w, err := worker.New(cfg.workerConfig(), c, r, logger.With("component", "worker"), m)
+	notify := sdnotify.New(logger)
+	wcfg := cfg.workerConfig()
+	wcfg.Alive, wcfg.AliveInterval = notify.Alive, notify.WatchdogInterval()
+	w, err := worker.New(wcfg, c, r, logger.With("component", "worker"), m)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +95,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Agent, err
 			Metrics:   m,
 			Interval:  cfg.InventoryInterval,
 			Keepalive: cfg.InventoryKeepalive,
+			// Ready once the coordinator knows this host's containers:
+			// commands for them can be leased from then on.
+			Reported: notify.Ready,
 		},
 		Metrics: m,
+		notify:  notify,
 	}, nil
 }
 
@@ -117,6 +129,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error {
 		defer close(workerDone)
 		return a.Worker.Run(gctx)
+	})
+	g.Go(func() error {
+		// The drain begins when ctx ends (the first SIGTERM).
+		select {
+		case <-gctx.Done():
+			a.notify.Stopping()
+		case <-workerDone:
+		}
+		return nil
 	})
 	if ln != nil {
 		mux := http.NewServeMux()

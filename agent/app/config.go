@@ -3,8 +3,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"github.com/execq/execq/shared"
-	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -14,6 +12,8 @@ import (
 	"github.com/execq/execq/agent/inventory"
 	"github.com/execq/execq/agent/runc"
 	"github.com/execq/execq/agent/worker"
+	"github.com/execq/execq/internal/logsetup"
+	"github.com/execq/execq/shared"
 )
 
 // Config is everything the agent needs. Defaults() fills it; the flags and
@@ -61,8 +61,8 @@ type Config struct {
 
 	// MetricsListen, if set, serves /metrics there (e.g. "127.0.0.1:9101").
 	MetricsListen string
-	// LogLevel is the least severe level logged (main builds the logger).
-	LogLevel slog.Level
+	// Log is the log format and level (main builds the logger).
+	Log logsetup.Config
 
 	// RequestTimeout bounds one attempt of a coordinator request (the
 	// long-poll lease excepted: it gets LeaseWait plus slack).
@@ -96,6 +96,7 @@ func Defaults() Config {
 		RetryMax:           client.DefaultRetryMax,
 		RetryWaitMin:       client.DefaultRetryWaitMin,
 		RetryWaitMax:       client.DefaultRetryWaitMax,
+		Log:                logsetup.Defaults(),
 	}
 }
 

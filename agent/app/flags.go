@@ -46,17 +46,13 @@ func ParseFlags(args []string, getenv func(string) string, stdout, stderr io.Wri
 	b.Duration(&cfg.RetryWaitMin, "retry-wait-min", "EXECQ_RETRY_WAIT_MIN", "shortest backoff between retries")
 	b.Duration(&cfg.RetryWaitMax, "retry-wait-max", "EXECQ_RETRY_WAIT_MAX", "longest backoff between retries")
 	tlsFlags(b, &cfg.TLS)
-	level := strings.ToLower(cfg.LogLevel.String())
-	b.String(&level, "log-level", "EXECQ_LOG_LEVEL", "debug, info, warn or error")
+	cfg.Log.Flags(b)
 
 	if err := b.Parse(args); err != nil {
 		return cfg, err
 	}
 	if rest := b.FlagSet().Args(); len(rest) > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", rest)
-	}
-	if err := cfg.LogLevel.UnmarshalText([]byte(level)); err != nil {
-		return cfg, fmt.Errorf("--log-level (EXECQ_LOG_LEVEL) %q: want debug, info, warn or error", level)
 	}
 	envToken := getenv("EXECQ_AGENT_TOKEN")
 	switch {

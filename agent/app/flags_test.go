@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/execq/execq/internal/logsetup"
 )
 
 func env(m map[string]string) func(string) string {
@@ -30,7 +32,7 @@ func TestParseFlagsEnvThenFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.CoordinatorURL != "http://coord:8080" || cfg.Token != "tok" || cfg.Concurrency != 8 || cfg.RuncRoot != "/srv/runc" ||
-		cfg.DrainGrace != 45*time.Second || cfg.LogLevel != slog.LevelDebug || cfg.MetricsListen != "127.0.0.1:9101" {
+		cfg.DrainGrace != 45*time.Second || cfg.Log.Level != logsetup.Level(slog.LevelDebug) || cfg.MetricsListen != "127.0.0.1:9101" {
 		t.Fatalf("cfg %+v", cfg)
 	}
 	if cfg.RuncBinary != "runc" || cfg.LeaseWait != 25*time.Second || cfg.MaxBufferBytes != 64<<20 {
@@ -82,7 +84,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{nil, with("EXECQ_COORDINATOR", "coord:8080"), "coordinator URL"},
 		{[]string{"--chunk-bytes", "100"}, ok, "--chunk-bytes"},
 		{[]string{"--max-buffer-bytes", "1024", "--chunk-bytes", "2048"}, ok, "--max-buffer-bytes"},
-		{[]string{"--log-level", "loud"}, ok, "--log-level"},
+		{[]string{"--log-level", "loud"}, ok, "log-level"},
+		{nil, with("EXECQ_LOG_FORMAT", "xml"), "EXECQ_LOG_FORMAT"},
 		{[]string{"--metrics-listen", "9101"}, ok, "--metrics-listen"},
 		{[]string{"extra"}, ok, "unexpected arguments"},
 	} {

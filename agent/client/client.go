@@ -44,7 +44,8 @@ type Config struct {
 	BaseURL string
 	// Token is the node's bearer token.
 	Token string
-	// Logger receives go-retryablehttp's messages; nil discards them.
+	// Logger receives each attempt of a request at Debug, unless the
+	// call's context carries its own (WithLogger); nil discards them.
 	Logger *slog.Logger
 	// RetryMax is how often a request that failed on the network or with a
 	// 5xx is retried before the error is returned.
@@ -110,19 +111,22 @@ func New(cfg Config) (*Client, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "execq-agent"
 	}
-	var logger any
-	if cfg.Logger != nil {
-		logger = slogAdapter{cfg.Logger}
+	logs := attemptLog{cfg.Logger}
+	if logs.base == nil {
+		logs.base = slog.New(slog.DiscardHandler)
 	}
 	mk := func(timeout time.Duration) *retryablehttp.Client {
 		return &retryablehttp.Client{
-			HTTPClient:   &http.Client{Transport: cfg.Transport, Timeout: timeout},
-			Logger:       logger,
-			RetryWaitMin: cfg.RetryWaitMin,
-			RetryWaitMax: cfg.RetryWaitMax,
-			RetryMax:     cfg.RetryMax,
-			CheckRetry:   checkRetry,
-			Backoff:      backoff,
+			HTTPClient: &http.Client{Transport: cfg.Transport, Timeout: timeout},
+			// Attempts are logged by the hooks below, through the
+			// logger of the call's context (logger.go).
+			Logger:         nil,
+			RequestLogHook: logs.request,
+			RetryWaitMin:   cfg.RetryWaitMin,
+			RetryWaitMax:   cfg.RetryWaitMax,
+			RetryMax:       cfg.RetryMax,
+			CheckRetry:     logs.checkRetry,
+			Backoff:        backoff,
 			// Hand back the last answer so its JSON envelope can be read.
 			ErrorHandler: retryablehttp.PassthroughErrorHandler,
 		}

@@ -45,6 +45,9 @@ type Reporter struct {
 	Metrics   *metrics.Metrics // optional
 	Interval  time.Duration
 	Keepalive time.Duration
+	// Reported, if set, is called after each report the coordinator
+	// accepted: the agent tells systemd it is ready after the first.
+	Reported func()
 
 	skipped map[string]bool // non-UUID IDs already logged
 	// names caches each container's name and labels by ID: its
@@ -143,6 +146,9 @@ func (r *Reporter) Run(ctx context.Context) error {
 					sent, lastSent, failures = true, now, 0
 					if r.Metrics != nil {
 						r.Metrics.InventoryContainers.Set(float64(len(reports)))
+					}
+					if r.Reported != nil {
+						r.Reported()
 					}
 				}
 			}

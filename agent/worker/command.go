@@ -150,7 +150,7 @@ func (s *session) run() {
 	// At most once: execute only after the coordinator said yes.
 	sent := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
-	_, err := w.coord.Start(startCtx, s.cmd.ID, s.cmd.Attempt)
+	_, err := w.coord.Start(client.WithLogger(startCtx, s.log), s.cmd.ID, s.cmd.Attempt)
 	cancel()
 	if err != nil {
 		reason := "error"
@@ -437,7 +437,7 @@ func (s *session) heartbeat(ctx context.Context, chunks []shared.Chunk, keeper b
 		callCtx, cancel = s.callContext(ctx)
 	}
 	defer cancel()
-	resp, err := s.w.coord.Heartbeat(callCtx, s.cmd.ID, shared.HeartbeatRequest{Attempt: s.cmd.Attempt, Chunks: chunks})
+	resp, err := s.w.coord.Heartbeat(client.WithLogger(callCtx, s.log), s.cmd.ID, shared.HeartbeatRequest{Attempt: s.cmd.Attempt, Chunks: chunks})
 	if err == nil {
 		s.renewed(sent)
 		if n := s.failures.Swap(0); n > 0 {
@@ -515,7 +515,7 @@ func (s *session) finish(ctx context.Context, fin shared.FinishRequest) bool {
 			fin.StdoutLength, fin.StderrLength = s.out.totals()
 			fin.Error = finishError(fin.Error)
 			callCtx, cancel := context.WithTimeout(ctx, s.transferTimeout())
-			resp, err := s.w.coord.Finish(callCtx, s.cmd.ID, fin)
+			resp, err := s.w.coord.Finish(client.WithLogger(callCtx, s.log), s.cmd.ID, fin)
 			cancel()
 			if err == nil {
 				s.reported.Store(true)

@@ -60,6 +60,11 @@ type Config struct {
 	FlushInterval time.Duration
 	// DefaultHeartbeat is used when a lease answer gives no interval.
 	DefaultHeartbeat time.Duration
+	// Alive, if set, is called from Run's loop every AliveInterval, so
+	// systemd's watchdog is fed only while that loop turns: it handles
+	// every lease answer, finished command and shutdown step.
+	Alive         func()
+	AliveInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -215,7 +220,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		graceTimer <-chan time.Time
 		reportDead <-chan time.Time
 		aborted    bool
+		alive      <-chan time.Time
 	)
+	if w.cfg.Alive != nil && w.cfg.AliveInterval > 0 {
+		t := time.NewTicker(w.cfg.AliveInterval)
+		defer t.Stop()
+		alive = t.C
+	}
 	startDrain := func(why string) {
 		if w.draining.Swap(true) {
 			return
@@ -260,6 +271,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		}
 		select {
+		case <-alive:
+			w.cfg.Alive()
 		case <-ctxDone:
 			startDrain("shutdown requested")
 		case <-abortCh:
@@ -309,7 +322,7 @@ func (w *Worker) release(cmd shared.LeasedCommand, log *slog.Logger) {
 	defer w.releases.Done()
 	ctx, cancel := context.WithTimeout(w.reportCtx, 10*time.Second)
 	defer cancel()
-	if _, err := w.coord.Release(ctx, cmd.ID, cmd.Attempt); err != nil {
+	if _, err := w.coord.Release(client.WithLogger(ctx, log), cmd.ID, cmd.Attempt); err != nil {
 		log.Info("command leased during shutdown not released; it returns to the queue when its lease expires", "error", err)
 		return
 	}

@@ -106,6 +106,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		if c.Attempt == 1 { // a lease taken again after expiry is not a new dispatch
 			s.metrics.Dispatch.Observe(c.QueuedSeconds)
 		}
+		s.log.Debug("command leased", "command_id", c.ID, "container_id", c.ContainerID, "node_id", node, "attempt", c.Attempt)
 	}
 	// Written and flushed here, so a connection that broke is known now.
 	err = writeJSON(w, http.StatusOK, resp)
@@ -146,6 +147,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.reqLog(r).Debug("command started", "attempt", req.Attempt)
 	return writeJSON(w, http.StatusOK, shared.StartResponse{Status: shared.StatusRunning, LeaseExpiresAt: exp.UTC()})
 }
 
@@ -214,6 +216,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !res.Repeat {
 		s.metrics.Exec.WithLabelValues(string(res.Status)).Observe(res.Ran.Seconds())
+		s.reqLog(r).Info("command finished", "status", res.Status, "ran", res.Ran.String())
 	}
 	return writeJSON(w, http.StatusOK, shared.FinishResponse{Status: res.Status})
 }

@@ -148,6 +148,9 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if outcome != store.AlreadyFinished {
+		s.reqLog(r).Info("command cancel requested", "container_id", c.ContainerID, "status", c.Status, "grace_seconds", grace)
+	}
 	switch outcome {
 	case store.AlreadyFinished:
 		return writeJSON(w, http.StatusConflict, alreadyFinished{

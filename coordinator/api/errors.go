@@ -39,21 +39,22 @@ func (s *Server) wrap(h handlerFunc) http.Handler {
 		if err == nil {
 			return
 		}
+		log := s.reqLog(r)
 		var cut *errResponseStarted
 		if errors.As(err, &cut) {
 			// The status line and part of the body are sent: no error
 			// answer can follow. Abort, so the client sees a cut
 			// connection rather than a short document.
 			if r.Context().Err() != nil || isTimeout(err) || errors.Is(err, http.ErrHandlerTimeout) {
-				s.log.Info("response cut short: the client stopped reading or left", "method", r.Method, "path", r.URL.Path, "err", err)
+				log.Info("response cut short: the client stopped reading or left", "method", r.Method, "path", r.URL.Path, "err", err)
 			} else {
-				s.log.Error("response cut short", "method", r.Method, "path", r.URL.Path, "err", err)
+				log.Error("response cut short", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
 			panic(http.ErrAbortHandler)
 		}
 		var gap *store.GapError
 		if errors.As(err, &gap) {
-			s.log.Info("output gap", "path", r.URL.Path, "stdout_offset", gap.Offsets.Stdout, "stderr_offset", gap.Offsets.Stderr)
+			log.Info("output gap", "path", r.URL.Path, "stdout_offset", gap.Offsets.Stdout, "stderr_offset", gap.Offsets.Stderr)
 			_ = writeJSON(w, http.StatusConflict, shared.GapBody{
 				Error:   shared.ErrorDetail{Code: shared.CodeOutputGap, Message: "a chunk starts past the stored end of its stream; resend from the offsets given"},
 				Offsets: gap.Offsets,
@@ -62,9 +63,9 @@ func (s *Server) wrap(h handlerFunc) http.Handler {
 		}
 		e := toAPIError(err)
 		if e.Status >= 500 {
-			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", err)
+			log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", err)
 		} else {
-			s.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "err", err)
+			log.Info("request refused", "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "err", err)
 		}
 		_ = writeJSON(w, e.Status, shared.ErrorBody{Error: shared.ErrorDetail{Code: e.Code, Message: e.Message}})
 	})

@@ -46,6 +46,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if !replay {
+		// The program, not its arguments: they may hold secrets.
+		s.reqLog(r).Info("command queued", "command_id", c.ID, "program", c.Program)
+	}
 	// The record is answered from its head: a replay of a finished command
 	// may have large output, which writeRecord streams.
 	head := store.CommandHead{Command: c.Command}

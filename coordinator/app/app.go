@@ -20,6 +20,7 @@ import (
 	"github.com/execq/execq/coordinator/reaper"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/internal/certreload"
+	"github.com/execq/execq/internal/sdnotify"
 )
 
 // App is a coordinator replica.
@@ -38,6 +39,9 @@ type App struct {
 	// tlsConfig and certs are set when serving HTTPS (tls.go).
 	tlsConfig *tls.Config
 	certs     *certreload.Reloader
+	// notify tells systemd when the replica serves, drains, and that its
+	// reaper loop still turns (a no-op outside systemd).
+	notify *sdnotify.Notifier
 }
 
 // New connects to the database, applies pending migrations and builds the
@@ -65,6 +69,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a := &App{cfg: cfg, log: log, Store: st, draining: make(chan struct{})}
 	a.tlsConfig, a.certs = tlsConfig, certs
+	a.notify = sdnotify.New(log)
 	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, []string{store.NotifyChannel, store.FinishedChannel, store.ControlChannel, store.OutputChannel, store.AuthChannel}, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -79,7 +84,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// A heartbeat waits for the database at most the query timeout;
 		// one stuck longer than a whole TTL finds its program already
 		// stopped by the agent, so there is nothing left to wait for.
-		LostGrace: min(cfg.DBQueryTimeout, cfg.LeaseTTL)}
+		LostGrace: min(cfg.DBQueryTimeout, cfg.LeaseTTL),
+		Tick:      a.notify.Alive}
 	a.Pruner = &reaper.Pruner{Store: st, Retention: cfg.Retention, Interval: cfg.PruneInterval, Metrics: m, Log: log}
 	a.Handler = api.New(api.Config{
 		LeaseTTL: cfg.LeaseTTL, Heartbeat: cfg.Heartbeat, MaxWait: cfg.MaxWait, OutputCap: cfg.OutputCap, OutputTail: cfg.outputTail(),
@@ -127,12 +133,23 @@ func (a *App) HTTPServer() *http.Server {
 // Run serves HTTP on cfg.Listen with the background loops until ctx ends,
 // then drains: parked polls answer empty at once, other requests get
 // ShutdownGrace to finish.
+//
+// Under systemd (Type=notify) it reports READY=1 once the listener is bound
+// (New has applied the migrations), STOPPING=1 when the drain begins, and
+// feeds the watchdog from the reaper's loop.
 func (a *App) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.Listen, err)
 	}
+	if w := a.notify.WatchdogInterval(); w > 0 && a.cfg.ReapInterval >= w {
+		a.log.Warn("the reaper interval is not shorter than half the systemd watchdog timeout; raise WatchdogSec or lower --reap-interval, or systemd will restart a healthy coordinator",
+			"reap_interval", a.cfg.ReapInterval.String(), "watchdog_interval", w.String())
+	}
 	srv := a.HTTPServer()
+	// Connections that arrive before Serve runs wait in the listen backlog,
+	// so the replica answers from this moment.
+	a.notify.Ready()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Background(gctx) })
 	g.Go(func() error { return a.watchCertificate(gctx) })
@@ -144,6 +161,7 @@ func (a *App) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		a.notify.Stopping()
 		close(a.draining)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownGrace)
 		defer cancel()

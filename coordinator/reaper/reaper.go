@@ -29,6 +29,11 @@ type Reaper struct {
 	// heartbeat that reached a coordinator before the expiry, but waited
 	// for the database, to land (store.FailLost).
 	LostGrace time.Duration
+	// Tick, if set, is called on every tick before the pass: systemd's
+	// watchdog is fed from here, so it starves when this loop stops
+	// turning, and a pass slowed by the database (each statement bounded
+	// by the query timeout) only delays it.
+	Tick func()
 }
 
 // Run reaps every Interval until ctx ends.
@@ -40,6 +45,9 @@ func (r *Reaper) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			if r.Tick != nil {
+				r.Tick()
+			}
 			r.Once(ctx)
 		}
 	}

@@ -2,6 +2,7 @@ package envflag
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,6 +124,24 @@ func (s *Set) Bool(p *bool, name, env, usage string) {
 		}
 	}
 	s.fs.BoolVar(p, name, *p, s.usage(env, usage))
+}
+
+// TextValue is a value with a text form both ways, such as slog.Level.
+type TextValue interface {
+	encoding.TextMarshaler
+	encoding.TextUnmarshaler
+}
+
+// Text binds a flag parsed by p's UnmarshalText to p, falling back to
+// env; want describes the accepted values for a malformed variable's
+// error.
+func (s *Set) Text(p TextValue, name, env, want, usage string) {
+	if v := s.lookup(env); v != "" {
+		if err := p.UnmarshalText([]byte(v)); err != nil {
+			s.bad(env, v, want)
+		}
+	}
+	s.fs.TextVar(p, name, p, s.usage(env, usage))
 }
 
 // Parse parses args. -h or --help prints the help on Stdout and returns

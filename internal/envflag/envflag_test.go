@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,24 @@ func TestBadFlagHelpOnStderr(t *testing.T) {
 	}
 	if out.Len() != 0 || !strings.HasPrefix(errOut.String(), "usage: prog") {
 		t.Fatalf("stdout %q, stderr %q; want the help on stderr only", out, errOut)
+	}
+}
+
+// TestText: a flag with a text form (here slog.Level) follows the same
+// precedence, and a malformed variable is named.
+func TestText(t *testing.T) {
+	level := slog.LevelInfo
+	s := New("prog", func(k string) string { return map[string]string{"EXECQ_LOG_LEVEL": "warn"}[k] })
+	s.Text(&level, "log-level", "EXECQ_LOG_LEVEL", "debug, info, warn or error", "least severe level logged")
+	if err := s.Parse(nil); err != nil || level != slog.LevelWarn {
+		t.Fatalf("from the variable: %v, %v", level, err)
+	}
+	if err := s.Parse([]string{"--log-level", "debug"}); err != nil || level != slog.LevelDebug {
+		t.Fatalf("from the flag: %v, %v", level, err)
+	}
+	s = New("prog", func(k string) string { return map[string]string{"EXECQ_LOG_LEVEL": "loud"}[k] })
+	s.Text(&level, "log-level", "EXECQ_LOG_LEVEL", "debug, info, warn or error", "least severe level logged")
+	if err := s.Parse(nil); err == nil || !strings.Contains(err.Error(), `EXECQ_LOG_LEVEL="loud": want debug, info, warn or error`) {
+		t.Fatalf("malformed variable: %v", err)
 	}
 }

@@ -36,7 +36,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "execq-agent: %v\n", err)
 		os.Exit(1)
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	logger := cfg.Log.New(os.Stderr, os.Getenv)
 	if err := run(context.Background(), cfg, logger); err != nil {
 		logger.Error("execq agent failed", "error", err)
 		os.Exit(1)

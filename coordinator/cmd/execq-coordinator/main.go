@@ -22,7 +22,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,6 +32,7 @@ import (
 	"github.com/execq/execq/coordinator/app"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/internal/envflag"
+	"github.com/execq/execq/internal/logsetup"
 )
 
 const usage = `usage:
@@ -60,9 +60,8 @@ var errUsage = errors.New("a command is required")
 
 // main exits 0 on success and when help was asked for, 1 on any error.
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], log)
+	err := run(ctx, os.Args[1:])
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "execq-coordinator:", err)
@@ -70,7 +69,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, log *slog.Logger) error {
+func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, usage)
 		return errUsage
@@ -85,11 +84,11 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 			return flag.ErrHelp
 		}
 		// help COMMAND is COMMAND -h.
-		return run(ctx, append(append([]string{}, args[1:]...), "-h"), log)
+		return run(ctx, append(append([]string{}, args[1:]...), "-h"))
 	case "serve":
-		return serve(ctx, args[1:], log)
+		return serve(ctx, args[1:])
 	case "migrate":
-		return migrate(ctx, args[1:], log)
+		return migrate(ctx, args[1:])
 	case "grants":
 		return grants(ctx, args[1:])
 	case "users", "nodes":
@@ -135,8 +134,9 @@ func parse(f *envflag.Set, args []string) error {
 	return nil
 }
 
-func serve(ctx context.Context, args []string, log *slog.Logger) error {
+func serve(ctx context.Context, args []string) error {
 	cfg := app.DefaultConfig()
+	logCfg := logsetup.Defaults()
 	f := newFlags("serve", "[flags]")
 	f.String(&cfg.Listen, "listen", "EXECQ_LISTEN", "HTTP listen address")
 	f.String(&cfg.DatabaseURL, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
@@ -168,10 +168,11 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	f.Duration(&cfg.DefaultGrace, "default-grace", "EXECQ_DEFAULT_GRACE", "time between SIGTERM and SIGKILL when a command is cancelled (no grace_seconds) or times out")
 	f.Duration(&cfg.MaxGrace, "max-grace", "EXECQ_MAX_GRACE", "largest grace_seconds a cancel may ask for")
 	tlsFlags(f, &cfg.TLS)
+	logCfg.Flags(f)
 	if err := parse(f, args); err != nil {
 		return err
 	}
-	a, err := app.New(ctx, cfg, log)
+	a, err := app.New(ctx, cfg, logCfg.New(os.Stderr, os.Getenv))
 	if err != nil {
 		return err
 	}
@@ -179,13 +180,16 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	return a.Run(ctx)
 }
 
-func migrate(ctx context.Context, args []string, log *slog.Logger) error {
+func migrate(ctx context.Context, args []string) error {
 	var url string
+	logCfg := logsetup.Defaults()
 	f := newFlags("migrate", "[flags]")
 	f.String(&url, "database-url", "EXECQ_DATABASE_URL", "PostgreSQL URL")
+	logCfg.Flags(f)
 	if err := parse(f, args); err != nil {
 		return err
 	}
+	log := logCfg.New(os.Stderr, os.Getenv)
 	st, err := openStore(ctx, url)
 	if err != nil {
 		return err

@@ -403,7 +403,8 @@ up() {
 	"$COORDINATOR" migrate >>"$LOGS/migrate.log" 2>&1
 
 	step "starting the coordinator on $LISTEN (log: $LOGS/coordinator.log)" "$LOGS/coordinator.log"
-	start_daemon coordinator "$COORDINATOR" serve --listen "$LISTEN" --database-url "$db_url"
+	# JSON logs whatever EXECQ_LOG_FORMAT says: this script reads them with jq.
+	start_daemon coordinator "$COORDINATOR" serve --listen "$LISTEN" --database-url "$db_url" --log-format json
 	local i
 	for ((i = 0; ; i++)); do
 		if curl -sf -o /dev/null --max-time 2 "$API/readyz"; then break; fi
@@ -476,7 +477,7 @@ EOT
 	step "starting the agent (log: $LOGS/agent.log)" "$LOGS/agent.log"
 	EXECQ_AGENT_TOKEN="$node_token" start_daemon agent \
 		"$AGENT" --coordinator "$API" --runc-root "$RUNC_ROOT" \
-		--grace "${AGENT_GRACE}s" --kill-after "${AGENT_KILL_AFTER}s"
+		--grace "${AGENT_GRACE}s" --kill-after "${AGENT_KILL_AFTER}s" --log-format json
 
 	step "submitting a command to container $c1" "$LOGS/agent.log" "$LOGS/coordinator.log"
 	local body id

@@ -11,16 +11,18 @@ import (
 	"testing"
 )
 
-// recorded are the commands a maintainer script may reach for to manage
-// services or users. The test puts a fake of each first on PATH that only
-// writes down how it was called.
-var recorded = []string{
-	"systemctl", "deb-systemd-invoke", "deb-systemd-helper", "invoke-rc.d", "service", "update-rc.d",
-	"adduser", "addgroup", "useradd", "groupadd", "deluser", "delgroup", "userdel", "groupdel",
-}
+// serviceCommands and userCommands are what a maintainer script may reach
+// for to manage services or users. The test puts a fake of each first on
+// PATH that only writes down how it was called.
+var (
+	serviceCommands = []string{"systemctl", "deb-systemd-invoke", "deb-systemd-helper", "invoke-rc.d", "service", "update-rc.d"}
+	userCommands    = []string{"adduser", "addgroup", "useradd", "groupadd", "deluser", "delgroup", "userdel", "groupdel"}
+)
 
+// fakeCommand writes to $EXECQ_TEST_CALLS when set, else to
+// $EXECQ_TEST_OUT/calls.
 const fakeCommand = `#!/bin/sh
-echo "${0##*/} $*" >>"$EXECQ_TEST_OUT/calls"
+echo "${0##*/} $*" >>"${EXECQ_TEST_CALLS:-$EXECQ_TEST_OUT/calls}"
 `
 
 // fakeGetent answers as if there were no execq user or group, unless the
@@ -131,7 +133,7 @@ func TestMaintainerScripts(t *testing.T) {
 		t.Fatalf("/etc/systemd/system is needed as a mount point (install systemd): %v", err)
 	}
 	fakes := t.TempDir()
-	for _, name := range recorded {
+	for _, name := range slices.Concat(serviceCommands, userCommands) {
 		writeExecutable(t, filepath.Join(fakes, name), fakeCommand)
 	}
 	writeExecutable(t, filepath.Join(fakes, "getent"), fakeGetent)

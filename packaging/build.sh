@@ -30,9 +30,10 @@ OUT="$(cd "$OUT" && pwd)"
 # (about 55 more requirements) into the product's go.mod, grows go.sum from 95
 # to 224 lines, raises a module the product itself links (spf13/pflag), and
 # doubles `go mod download` in .ci/run (6.5 s to 13.7 s, 101 to 363 MB of
-# module cache) for a tool only `make package` uses. `go run …@version` keeps
-# go.mod as it is, checks nfpm's own go.sum, and the build cache keeps the
-# built nfpm, so only the first run compiles it.
+# module cache, measured from an empty cache) for a tool only `make package`
+# uses. `go run …@version` leaves go.mod alone, verifies what it downloads
+# against the checksum database like any module, and the build cache keeps
+# the built nfpm, so only the first run compiles it.
 NFPM_VERSION=v2.45.2
 nfpm() { go run "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION" "$@"; }
 

@@ -108,7 +108,7 @@ func TestDpkgLifecycle(t *testing.T) {
 		writeExecutable(t, filepath.Join(fakes, name), fakeCommand)
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), lintianTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), lifecycleTimeout)
 	defer cancel()
 	args := []string{"--mount", "--propagation", "private", "sh", "-c", inOverlay, "sh"}
 	for _, s := range specs {

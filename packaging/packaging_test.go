@@ -20,9 +20,10 @@ import (
 // Bounds, not expectations: the first build on a fresh machine downloads and
 // compiles nfpm and compiles all three binaries on a loaded machine.
 const (
-	buildTimeout   = 15 * time.Minute
-	lintianTimeout = 5 * time.Minute
-	commandTimeout = time.Minute
+	buildTimeout     = 15 * time.Minute
+	lintianTimeout   = 5 * time.Minute
+	lifecycleTimeout = 5 * time.Minute // four dpkg runs
+	commandTimeout   = time.Minute
 )
 
 // spec is what one package must hold.

@@ -17,7 +17,7 @@ PKGS      ?= ./...
 GOTESTFLAGS ?=
 DEVDB     := scripts/devdb.sh
 
-.PHONY: help build test bench bench-fleet run lint fmt db-start db-stop db-status db-psql clean distclean
+.PHONY: help build package test bench bench-fleet run lint fmt db-start db-stop db-status db-psql clean distclean
 
 help: ## show this list of targets
 	@awk 'BEGIN {FS = ":.*## "; print "Usage: make <target>\n"} \
@@ -27,6 +27,12 @@ build: ## build bin/execq-coordinator, bin/execq-agent and bin/execq (the comman
 	$(GO) build -o $(BIN)/execq-coordinator ./coordinator/cmd/execq-coordinator
 	$(GO) build -o $(BIN)/execq-agent ./agent/cmd/execq-agent
 	$(GO) build -o $(BIN)/execq ./cli/cmd/execq
+
+# VERSION=1.2.0 to set the packages' version (default: from git describe);
+# packaging/build.sh lists the other settings.
+DIST      ?= dist
+package: ## build the .deb packages (execq-coordinator, execq-agent, execq-cli) into dist/
+	packaging/build.sh $(DIST)
 
 test: ## run the whole suite (race detector) against the dev PostgreSQL and real runc
 	@EXECQ_DEV_PG_FAST=1 $(DEVDB) start >/dev/null
@@ -71,8 +77,8 @@ db-status: ## say whether the dev PostgreSQL cluster runs
 db-psql: ## open psql on the dev cluster's execq database (the one make run uses)
 	$(DEVDB) psql
 
-clean: ## remove built binaries and the Go test cache
-	rm -rf $(BIN)
+clean: ## remove built binaries and packages and the Go test cache
+	rm -rf $(BIN) $(DIST)
 	$(GO) clean -testcache
 
 distclean: clean ## also stop the dev stack and delete .dev/ (PostgreSQL data, demo containers)

@@ -176,7 +176,10 @@ func TestMetricsPerNode(t *testing.T) {
 // no write each: the row is stamped at most once per half flush interval.
 func TestNodeUpFollowsContacts(t *testing.T) {
 	t.Parallel()
-	const downAfter = 2 * time.Second
+	// Long enough that a loaded machine's late flush cannot make a live
+	// agent look down (stamps come every 3/8 of it), short enough to
+	// watch a stopped one go down.
+	const downAfter = 4 * time.Second
 	b := setup(t, withConfig(func(c *app.Config) { c.NodeDownAfter = downAfter }))
 	n, tok, err := b.App.Store.CreateNode(context.Background(), "node-c")
 	if err != nil {
@@ -220,9 +223,9 @@ func TestNodeUpFollowsContacts(t *testing.T) {
 	}()
 	eventually(t, within, func() bool { return up() == 1 }, "a polling agent's node is not reported up")
 	// Past the window: still up while it polls.
-	time.Sleep(2 * downAfter)
+	time.Sleep(3 * downAfter / 2)
 	if got := up(); got != 1 {
-		t.Errorf("node of an agent polling for %v: up %v, want 1", 2*downAfter, got)
+		t.Errorf("node of an agent polling for %v: up %v, want 1", 3*downAfter/2, got)
 	}
 	close(stop)
 	polls := <-polled

@@ -404,15 +404,16 @@ func (st streamState) drop(n int64) {
 
 // appendChunks stores the new part of each chunk and advances c's stream
 // ends, reporting whether any moved and how many new bytes of each stream
-// arrived (stored or, past the cap, counted; a retry's bytes are not new); the caller writes them to the row along
-// with whatever else it updates. Offsets are positions in the whole stream.
-// A chunk wholly below the stored end is a retry and is ignored; one
-// overlapping it is trimmed; one starting past it is a gap, which aborts the
-// transaction so nothing of the request is half-applied — unless it is
-// marked Skip and nothing was dropped from the stream yet: then the bytes in
-// between are the middle the agent left out past the cap, and are counted.
-// At most outputCap bytes of a stream are stored (chunk rows at positions in
-// the stored bytes); anything past that is counted, not stored.
+// arrived (stored or, past the cap, counted; a retry's bytes are not new);
+// the caller writes the ends to the row along with whatever else it
+// updates. Offsets are positions in the whole stream. A chunk wholly below
+// the stored end is a retry and is ignored; one overlapping it is trimmed;
+// one starting past it is a gap, which aborts the transaction so nothing of
+// the request is half-applied — unless it is marked Skip and nothing was
+// dropped from the stream yet: then the bytes in between are the middle the
+// agent left out past the cap, and are counted. At most outputCap bytes of a
+// stream are stored (chunk rows at positions in the stored bytes); anything
+// past that is counted, not stored.
 //
 // The parts kept go to the database in one statement (insertChunksSQL),
 // however many chunks the request holds: it runs under the command's row

@@ -194,6 +194,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.Heartbeats.Inc()
+	s.countOutput(rn.Received)
 	return writeJSON(w, http.StatusOK, shared.HeartbeatResponse{Offsets: rn.Offsets, LeaseExpiresAt: rn.LeaseExpiresAt.UTC(),
 		Cancel: rn.Cancel, CancelGraceSeconds: rn.CancelGrace})
 }
@@ -211,6 +213,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := s.store.Finish(r.Context(), id, nodeFrom(r).ID, req, s.cfg.OutputCap)
+	s.countOutput(res.Received) // kept with a gap error too
 	if err != nil {
 		return err
 	}
@@ -219,4 +222,14 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request) error {
 		s.reqLog(r).Info("command finished", "status", res.Status, "ran", res.Ran.String())
 	}
 	return writeJSON(w, http.StatusOK, shared.FinishResponse{Status: res.Status})
+}
+
+// countOutput counts the new output bytes a heartbeat or finish stored.
+func (s *Server) countOutput(received shared.Offsets) {
+	if received.Stdout > 0 {
+		s.metrics.OutputBytes.WithLabelValues("stdout").Add(float64(received.Stdout))
+	}
+	if received.Stderr > 0 {
+		s.metrics.OutputBytes.WithLabelValues("stderr").Add(float64(received.Stderr))
+	}
 }

@@ -45,8 +45,16 @@ func (s *Server) authUser(next http.Handler) http.Handler {
 	})
 }
 
-// authNode admits requests bearing a node token.
+// authNode admits requests bearing a node token. Each admitted request is
+// noted as a contact of its node's agent, for as long as it lasts.
 func (s *Server) authNode(next http.Handler) http.Handler {
+	if c := s.cfg.Contacts; c != nil {
+		inner := next
+		next = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer c.Contact(nodeFrom(r).ID)()
+			inner.ServeHTTP(w, r)
+		})
+	}
 	return s.authenticate(next, func(ctx context.Context, tok string, cachedOnly bool) (context.Context, bool, error) {
 		n, gen, ok := s.nodes.get(tok)
 		if !ok {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/execq/execq/coordinator/lease"
+	"github.com/execq/execq/coordinator/liveness"
 	"github.com/execq/execq/coordinator/metrics"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/shared"
@@ -49,6 +50,9 @@ type Config struct {
 	// MaxLargeReads and MaxLargeReadQueue bound the records with large
 	// output sent at once and waiting (recordstream.go).
 	MaxLargeReads, MaxLargeReadQueue int
+	// Contacts is told of every authenticated agent request, for the nodes'
+	// liveness; nil tells no one.
+	Contacts *liveness.Tracker
 }
 
 // Server holds the handlers' collaborators.

@@ -16,11 +16,13 @@ import (
 
 	"github.com/execq/execq/coordinator/api"
 	"github.com/execq/execq/coordinator/lease"
+	"github.com/execq/execq/coordinator/liveness"
 	"github.com/execq/execq/coordinator/metrics"
 	"github.com/execq/execq/coordinator/reaper"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/internal/certreload"
 	"github.com/execq/execq/internal/sdnotify"
+	"github.com/execq/execq/shared"
 )
 
 // App is a coordinator replica.
@@ -32,7 +34,9 @@ type App struct {
 	// Poller runs the agents' lease long-polls.
 	Poller *lease.Poller
 	Reaper *reaper.Reaper
-	Pruner *reaper.Pruner
+	// Contacts keeps the nodes' last contact (nodes.last_seen_at).
+	Contacts *liveness.Tracker
+	Pruner   *reaper.Pruner
 	// Handler serves the whole HTTP surface.
 	Handler  http.Handler
 	draining chan struct{}
@@ -78,7 +82,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	// After a listener reconnect, one query finds the nodes with work
 	// instead of every parked poll claiming at once.
 	a.Notifier.Delegate(store.NotifyChannel, a.Poller.CheckNow)
-	m := metrics.New(reg, st, a.Poller.Parked)
+	m := metrics.New(reg, st, a.Poller.Parked, cfg.NodeDownAfter)
+	st.OnEnded(func(status shared.Status, reason shared.EndReason, n int) {
+		m.Ended.WithLabelValues(string(status), string(reason)).Add(float64(n))
+	})
+	// A quarter of the window: a live agent is stamped at least every 1.5
+	// intervals, well within it (see liveness.Tracker).
+	a.Contacts = &liveness.Tracker{Store: st, Interval: cfg.NodeDownAfter / 4, Log: log}
 	a.Reaper = &reaper.Reaper{Store: st, Interval: cfg.ReapInterval, Metrics: m, Log: log,
 		TimeoutSlack: cfg.DefaultGrace + cfg.LeaseTTL,
 		// A heartbeat waits for the database at most the query timeout;
@@ -95,6 +105,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 			DefaultGrace: cfg.DefaultGrace, MaxGrace: cfg.MaxGrace},
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
 		MaxLargeReads: cfg.MaxLargeReads, MaxLargeReadQueue: cfg.MaxLargeReadQueue,
+		Contacts: a.Contacts,
 	}, st, a.Poller, m, reg, log)
 	return a, nil
 }
@@ -102,13 +113,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 // Close releases the pool.
 func (a *App) Close() error { return a.Store.Close() }
 
-// Background runs the notification listener, the reaper and the pruner
-// until ctx ends.
+// Background runs the notification listener, the reaper, the pruner and
+// the flush of the nodes' contacts until ctx ends.
 func (a *App) Background(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Notifier.Run(ctx) })
 	g.Go(func() error { return a.Reaper.Run(ctx) })
 	g.Go(func() error { return a.Pruner.Run(ctx) })
+	g.Go(func() error { return a.Contacts.Run(ctx) })
 	return g.Wait()
 }
 

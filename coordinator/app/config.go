@@ -37,6 +37,11 @@ type Config struct {
 	// Heartbeat is the interval agents are told to heartbeat at
 	// (EXECQ_HEARTBEAT_INTERVAL). Must leave room for retries within LeaseTTL.
 	Heartbeat time.Duration
+	// NodeDownAfter is how long after its agent's last contact a node is
+	// reported down (execq_node_up 0; EXECQ_NODE_DOWN_AFTER). Contacts are
+	// written every quarter of it (see liveness), so a live agent is never
+	// reported down, and a stopped one is within 1.25 times it.
+	NodeDownAfter time.Duration
 	// MaxWait caps a long-poll (EXECQ_LONGPOLL_MAX_WAIT).
 	MaxWait time.Duration
 	// SafetyPoll is how often the replica checks, with one query for all its
@@ -117,6 +122,7 @@ func DefaultConfig() Config {
 		DBMaxWaiting:    100,
 		LeaseTTL:        15 * time.Second,
 		Heartbeat:       3 * time.Second,
+		NodeDownAfter:   2 * time.Minute,
 		MaxWait:         30 * time.Second,
 		SafetyPoll:      5 * time.Second,
 		ReapInterval:    time.Second,
@@ -188,6 +194,8 @@ func (c Config) Validate() error {
 		return errors.New("--lease-ttl (EXECQ_LEASE_TTL) must be at least 1s")
 	case c.Heartbeat <= 0 || c.Heartbeat*2 > c.LeaseTTL:
 		return fmt.Errorf("--heartbeat-interval (EXECQ_HEARTBEAT_INTERVAL) must be positive and at most half the lease TTL (%s), so one lost heartbeat is survivable", c.LeaseTTL)
+	case c.NodeDownAfter < time.Second:
+		return errors.New("--node-down-after (EXECQ_NODE_DOWN_AFTER) must be at least 1s")
 	case c.MaxWait <= 0:
 		return errors.New("--longpoll-max-wait (EXECQ_LONGPOLL_MAX_WAIT) must be positive")
 	case c.SafetyPoll <= 0:

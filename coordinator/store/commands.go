@@ -311,6 +311,9 @@ func (s *Store) lookupForNode(ctx context.Context, q sqlx.QueryerContext, id, no
 type Renewal struct {
 	Offsets        shared.Offsets
 	LeaseExpiresAt time.Time
+	// Received counts the new output bytes the heartbeat brought, per
+	// stream (a retry's bytes already stored are not new).
+	Received shared.Offsets
 	// Cancel is set when an operator asked for the command to be cancelled;
 	// CancelGrace is then the time between SIGTERM and SIGKILL.
 	Cancel      bool
@@ -328,11 +331,11 @@ func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, c
 		if err != nil {
 			return err
 		}
-		changed, err := appendChunks(ctx, tx, &c, chunks, outputCap)
+		changed, received, err := appendChunks(ctx, tx, &c, chunks, outputCap)
 		if err != nil {
 			return err
 		}
-		rn.Offsets = c.offsets()
+		rn.Offsets, rn.Received = c.offsets(), received
 		rn.Cancel, rn.CancelGrace = c.CancelRequestedAt.Valid, int(c.CancelGraceSeconds.Int32)
 		// One write per heartbeat: the stream ends and the renewed lease,
 		// and, when output was stored, a wake-up for its followers on every
@@ -400,21 +403,23 @@ func (st streamState) drop(n int64) {
 }
 
 // appendChunks stores the new part of each chunk and advances c's stream
-// ends, reporting whether any moved; the caller writes them to the row along
-// with whatever else it updates. Offsets are positions in the whole stream.
-// A chunk wholly below the stored end is a retry and is ignored; one
-// overlapping it is trimmed; one starting past it is a gap, which aborts the
-// transaction so nothing of the request is half-applied — unless it is
-// marked Skip and nothing was dropped from the stream yet: then the bytes in
-// between are the middle the agent left out past the cap, and are counted.
-// At most outputCap bytes of a stream are stored (chunk rows at positions in
-// the stored bytes); anything past that is counted, not stored.
+// ends, reporting whether any moved and how many new bytes of each stream
+// arrived (stored or, past the cap, counted; a retry's bytes are not new);
+// the caller writes the ends to the row along with whatever else it
+// updates. Offsets are positions in the whole stream. A chunk wholly below
+// the stored end is a retry and is ignored; one overlapping it is trimmed;
+// one starting past it is a gap, which aborts the transaction so nothing of
+// the request is half-applied — unless it is marked Skip and nothing was
+// dropped from the stream yet: then the bytes in between are the middle the
+// agent left out past the cap, and are counted. At most outputCap bytes of a
+// stream are stored (chunk rows at positions in the stored bytes); anything
+// past that is counted, not stored.
 //
 // The parts kept go to the database in one statement (insertChunksSQL),
 // however many chunks the request holds: it runs under the command's row
 // lock, and one INSERT per chunk let a request of many tiny chunks hold that
 // lock, and a pooled connection, until the query timeout.
-func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (changed bool, err error) {
+func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (changed bool, received shared.Offsets, err error) {
 	// A gap rolls back the whole request, so the offsets to resend from are
 	// those stored before it, not those its earlier chunks reached.
 	before := c.offsets()
@@ -422,12 +427,12 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 	for _, ch := range chunks {
 		stream := StreamNumber(ch.Stream)
 		if stream == 0 {
-			return false, fmt.Errorf("unknown stream %q", ch.Stream)
+			return false, received, fmt.Errorf("unknown stream %q", ch.Stream)
 		}
 		st := c.stream(stream)
 		if ch.Offset > *st.end {
 			if !ch.Skip || *st.omitted > 0 {
-				return false, &GapError{Offsets: before}
+				return false, received, &GapError{Offsets: before}
 			}
 			st.drop(ch.Offset - *st.end)
 			*st.end = ch.Offset
@@ -438,6 +443,11 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 			continue
 		}
 		data := ch.Data[*st.end-ch.Offset:]
+		if stream == streamStderr {
+			received.Stderr += int64(len(data))
+		} else {
+			received.Stdout += int64(len(data))
+		}
 		stored := *st.end - *st.omitted
 		keep := data[:min(max(outputCap-stored, 0), int64(len(data)))]
 		if len(keep) > 0 {
@@ -449,13 +459,13 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 		changed = true
 	}
 	if len(rows.streams) == 0 {
-		return changed, nil
+		return changed, received, nil
 	}
 	if _, err := tx.ExecContext(ctx, insertChunksSQL, c.ID, pq.Array(rows.streams), pq.Array(rows.offs),
 		pq.Array(rows.ends), rows.data); err != nil {
-		return false, interpretError(err)
+		return false, received, interpretError(err)
 	}
-	return changed, nil
+	return changed, received, nil
 }
 
 // insertChunksSQL stores a request's chunks in one statement. The bytes go
@@ -520,10 +530,11 @@ func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.Finish
 		if c.Status != shared.StatusRunning || !c.owns(nodeID, req.Attempt) {
 			return ErrLeaseLost
 		}
-		changed, err := appendChunks(ctx, tx, &c, req.Chunks, outputCap)
+		changed, received, err := appendChunks(ctx, tx, &c, req.Chunks, outputCap)
 		if err != nil {
 			return err
 		}
+		res.Received = received
 		if changed {
 			if _, err := tx.ExecContext(ctx, `UPDATE commands SET `+streamEndsSet+` WHERE id = $1`, c.streamEnds()...); err != nil {
 				return interpretError(err)
@@ -542,14 +553,19 @@ func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.Finish
 		if err != nil {
 			return err
 		}
-		res.Status = e.status
+		res.Status, res.Reason = e.status, e.reason
 		res.Ran, err = finalize(ctx, tx, id, e)
 		return err
 	})
-	if err == nil && gap != nil {
+	switch {
+	case err != nil:
+		return FinishResult{}, err // rolled back: nothing was received
+	case gap != nil:
 		return res, gap
+	case !res.Repeat:
+		s.countEnded(res.Status, res.Reason, 1)
 	}
-	return res, err
+	return res, nil
 }
 
 // FinishResult is what Finish stored.
@@ -559,6 +575,11 @@ type FinishResult struct {
 	Ran time.Duration
 	// Repeat says the command had already been finished by this lease.
 	Repeat bool
+	// Reason is the end reason stored (not set on a repeat).
+	Reason shared.EndReason
+	// Received counts the new output bytes the request brought, per
+	// stream; they are kept when the answer is a *GapError too.
+	Received shared.Offsets
 }
 
 // finalize folds a command's chunks into its record and makes it terminal

@@ -225,6 +225,9 @@ func (s *Store) Cancel(ctx context.Context, id string, user User, graceSeconds i
 	if err != nil {
 		return out, 0, fmt.Errorf("cancel command %s: %w", id, err)
 	}
+	if res == CancelledQueued {
+		s.countEnded(shared.StatusCancelled, shared.EndCancelled, 1)
+	}
 	return out, res, nil
 }
 
@@ -290,6 +293,9 @@ func (s *Store) FailTimedOut(ctx context.Context, slack time.Duration, limit int
 		}
 		return nil
 	})
+	if err == nil {
+		s.countEnded(shared.StatusFailed, shared.EndTimedOut, len(ids))
+	}
 	return ids, err
 }
 
@@ -327,5 +333,8 @@ func (s *Store) FailNotPickedUp(ctx context.Context, limit int) ([]string, error
 		}
 		return nil
 	})
+	if err == nil {
+		s.countEnded(shared.StatusFailed, shared.EndNotPickedUp, len(ids))
+	}
 	return ids, err
 }

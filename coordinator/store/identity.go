@@ -105,8 +105,9 @@ func (s *Store) UserByToken(ctx context.Context, tok string) (User, error) {
 }
 
 // NodeByToken authenticates a node token; a revoked node is not found. It
-// only reads: agents call on
-// every heartbeat, and last_seen_at is kept by the inventory and lease calls.
+// only reads: agents call on every heartbeat, and last_seen_at is kept by
+// the inventory report and by each replica's flush of its agents' contacts
+// (TouchNodes), never per request.
 func (s *Store) NodeByToken(ctx context.Context, tok string) (Node, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()

@@ -142,29 +142,75 @@ func (s *Store) FailLost(ctx context.Context, grace time.Duration, limit int) ([
 		}
 		return nil
 	})
+	if err == nil {
+		s.countEnded(shared.StatusFailed, shared.EndAgentLost, len(ids))
+	}
 	return ids, err
 }
 
-// QueueStats feeds the queue metrics.
+// QueueStats feeds the queue metrics: the live queue in total and per node.
 type QueueStats struct {
+	Queued        int64
+	Running       int64
+	OldestQueuedS sql.NullFloat64
+	// Nodes holds every node not revoked, and any revoked one that still
+	// has live commands, in name order: so the per-node figures add up to
+	// the totals, and their number is bounded by the fleet's.
+	Nodes []NodeStats
+}
+
+// NodeStats is one node's part of the live queue and its last contact.
+type NodeStats struct {
+	Name string `db:"name"`
+	// Revoked nodes are listed only while they have live commands.
+	Revoked       bool            `db:"revoked"`
 	Queued        int64           `db:"queued"`
 	Running       int64           `db:"running"`
 	OldestQueuedS sql.NullFloat64 `db:"oldest_queued_seconds"`
+	// LastSeen is when its agent was last in contact (unix seconds), and
+	// LastSeenAgoS how long ago that was by the database's clock, the one
+	// that wrote it (see FlushContacts); both null if it never was.
+	LastSeen     sql.NullFloat64 `db:"last_seen"`
+	LastSeenAgoS sql.NullFloat64 `db:"last_seen_ago_seconds"`
 }
 
-// statsSQL is read at every /metrics scrape of every replica. Each figure
-// is read from commands_live_idx, which holds only queued and running rows,
-// so its cost follows the live queue, not the table's history.
+// statsSQL is read at every /metrics scrape of every replica: one grouped
+// statement for the whole fleet, never one per node. The live rows are read
+// through commands_live_node_idx, which holds only queued and running rows
+// (index only), so its cost follows the live queue, not the table's
+// history; nodes is read whole, and is as large as the fleet.
 const statsSQL = `
-	SELECT (SELECT count(*) FROM commands WHERE status = 'queued') AS queued,
-	       (SELECT count(*) FROM commands WHERE status = 'running') AS running,
-	       extract(epoch FROM now() - (SELECT min(created_at) FROM commands WHERE status = 'queued'))::float8 AS oldest_queued_seconds`
+	WITH live AS (
+		SELECT node_id,
+			count(*) FILTER (WHERE status = 'queued') AS queued,
+			count(*) FILTER (WHERE status = 'running') AS running,
+			min(created_at) FILTER (WHERE status = 'queued') AS oldest_queued
+		FROM commands WHERE status IN ('queued','running')
+		GROUP BY node_id)
+	SELECT n.name, n.revoked_at IS NOT NULL AS revoked,
+		coalesce(l.queued, 0) AS queued, coalesce(l.running, 0) AS running,
+		extract(epoch FROM now() - l.oldest_queued)::float8 AS oldest_queued_seconds,
+		extract(epoch FROM n.last_seen_at)::float8 AS last_seen,
+		extract(epoch FROM now() - n.last_seen_at)::float8 AS last_seen_ago_seconds
+	FROM nodes n LEFT JOIN live l ON l.node_id = n.id
+	WHERE n.revoked_at IS NULL OR l.node_id IS NOT NULL
+	ORDER BY n.name`
 
-// Stats counts live commands for the metrics collector.
+// Stats reads the live queue, in total and per node, for the metrics
+// collector.
 func (s *Store) Stats(ctx context.Context) (QueueStats, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
-	var q QueueStats
-	err := s.db.GetContext(ctx, &q, statsSQL)
-	return q, interpretError(err)
+	q := QueueStats{Nodes: []NodeStats{}}
+	if err := s.db.SelectContext(ctx, &q.Nodes, statsSQL); err != nil {
+		return QueueStats{}, fmt.Errorf("queue stats: %w", interpretError(err))
+	}
+	for _, n := range q.Nodes {
+		q.Queued += n.Queued
+		q.Running += n.Running
+		if n.OldestQueuedS.Valid && (!q.OldestQueuedS.Valid || n.OldestQueuedS.Float64 > q.OldestQueuedS.Float64) {
+			q.OldestQueuedS = n.OldestQueuedS
+		}
+	}
+	return q, nil
 }

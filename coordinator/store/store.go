@@ -17,6 +17,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/execq/execq/shared"
 )
 
 // Sentinel errors. The API maps them to status codes.
@@ -50,6 +52,9 @@ type Store struct {
 	// waitingShed counts the waiting calls marked WithShedding.
 	waitingShed atomic.Int64
 	maxWaiting  int
+	// ended is told of every command this store made terminal (see
+	// OnEnded); nil tells no one.
+	ended func(status shared.Status, reason shared.EndReason, n int)
 }
 
 // Options tune the pool.
@@ -213,6 +218,20 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 		st.gate = semaphore.NewWeighted(int64(opt.MaxConns - opt.ReservedConns))
 	}
 	return st, nil
+}
+
+// OnEnded sets fn to be told, after each commit, of the commands the store
+// made terminal there: by status and end reason, every way a command ends
+// (an agent's finish, a cancel while queued, the reaper's agent-lost,
+// timeout and not-picked-up endings, a node's revocation). Set it before
+// the store is used: it is not synchronised.
+func (s *Store) OnEnded(fn func(status shared.Status, reason shared.EndReason, n int)) { s.ended = fn }
+
+// countEnded tells OnEnded's function of n committed endings.
+func (s *Store) countEnded(status shared.Status, reason shared.EndReason, n int) {
+	if s.ended != nil && n > 0 {
+		s.ended(status, reason, n)
+	}
 }
 
 // Close closes the pool.

@@ -251,6 +251,7 @@ func (s *Store) RevokeNode(ctx context.Context, ref Ref) (NodeInfo, int, error) 
 	if err != nil {
 		return NodeInfo{}, 0, fmt.Errorf("revoke node %s: %w", ref, err)
 	}
+	s.countEnded(shared.StatusFailed, shared.EndNotPickedUp, failed)
 	n.CreatedAt, n.LastSeenAt, n.RevokedAt = n.CreatedAt.UTC(), utcPtr(n.LastSeenAt), utcPtr(n.RevokedAt)
 	return n, failed, nil
 }

@@ -146,6 +146,7 @@ func serve(ctx context.Context, args []string) error {
 	f.Int(&cfg.DBMaxWaiting, "db-max-waiting", "EXECQ_DB_MAX_WAITING", "database calls that may wait for a connection before new API requests are refused 429")
 	f.Duration(&cfg.LeaseTTL, "lease-ttl", "EXECQ_LEASE_TTL", "lease lifetime without heartbeat")
 	f.Duration(&cfg.Heartbeat, "heartbeat-interval", "EXECQ_HEARTBEAT_INTERVAL", "heartbeat interval told to agents")
+	f.Duration(&cfg.NodeDownAfter, "node-down-after", "EXECQ_NODE_DOWN_AFTER", "time since an agent's last contact after which its node is reported down (execq_node_up)")
 	f.Duration(&cfg.MaxWait, "longpoll-max-wait", "EXECQ_LONGPOLL_MAX_WAIT", "longest long-poll wait")
 	f.Duration(&cfg.SafetyPoll, "safety-poll", "EXECQ_SAFETY_POLL", "interval of the safety check for work whose notification was lost (one query per replica)")
 	f.Duration(&cfg.ReapInterval, "reap-interval", "EXECQ_REAP_INTERVAL", "reaper interval")

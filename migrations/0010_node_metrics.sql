@@ -1,0 +1,10 @@
+-- Queue metrics (Store.Stats) count live commands per node, and find each
+-- node's oldest queued one, at every scrape of every replica, in one grouped
+-- statement. This index holds only live rows, in node order, with all the
+-- statement reads, so it is an index-only scan whose cost follows the live
+-- queue, not the table's history. It replaces commands_live_idx (0002),
+-- which served the same statement when it only had totals: it gave no
+-- node, so every live row was fetched from the heap; the table keeps one
+-- index for its live rows, not two to update on every transition.
+CREATE INDEX commands_live_node_idx ON commands (node_id, status, created_at) WHERE status IN ('queued','running');
+DROP INDEX commands_live_idx;

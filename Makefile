@@ -65,7 +65,7 @@ lint: ## check formatting (gofmt) and run go vet
 fmt: ## rewrite Go files with gofmt
 	gofmt -w $(GOFILES)
 
-db-start: ## start the dev PostgreSQL cluster (127.0.0.1, port EXECQ_DEV_PG_PORT or 55432)
+db-start: ## start the dev PostgreSQL cluster (127.0.0.1, port EXECQ_DEV_PG_PORT or 25432)
 	$(DEVDB) start
 
 db-stop: ## stop the dev PostgreSQL cluster (data is kept)

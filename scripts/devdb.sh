@@ -13,7 +13,9 @@
 #   scripts/devdb.sh destroy  stop it and delete all its data
 #
 # Environment:
-#   EXECQ_DEV_PG_PORT  TCP port on 127.0.0.1 (default 55432)
+#   EXECQ_DEV_PG_PORT  TCP port on 127.0.0.1 (default 25432)
+#                      Below the kernel's ephemeral range (32768-60999 on Linux), so
+#                      a client socket left by an earlier run cannot hold it.
 #   EXECQ_DEV_PG_FAST  1 = fsync and synchronous_commit off. A crash can lose
 #                      or corrupt data, which tests do not care about. Applied
 #                      when the server starts; a running server keeps its mode.
@@ -23,7 +25,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-PORT="${EXECQ_DEV_PG_PORT:-55432}"
+PORT="${EXECQ_DEV_PG_PORT:-25432}"
 FAST="${EXECQ_DEV_PG_FAST:-0}"
 URL="postgres://postgres@127.0.0.1:${PORT}/postgres?sslmode=disable"
 

@@ -21,7 +21,7 @@ import (
 // heartbeat — is read again and the request worked out again. So a
 // heartbeat or a finish costs two statements and one commit, with no
 // connection idle in a transaction, and the statements take many commands
-// at once.
+// at once (the report groups, group.go).
 //
 // Each write locks its rows in id order before it writes (the locked CTE),
 // so two of them over overlapping commands — a heartbeat batch and a finish
@@ -184,7 +184,7 @@ const appendSQL = `
 const startSQL = `
 	WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS u(id, node, attempt, was)),
 	locked AS MATERIALIZED (
-		SELECT c.id FROM commands c JOIN u ON u.id = c.id
+		SELECT c.id, u.node, u.attempt FROM commands c JOIN u ON u.id = c.id
 		WHERE c.id = ANY($1::uuid[]) AND c.leased_by = u.node AND c.attempt = u.attempt AND c.status = u.was
 			AND c.lease_expires_at > now() AND (c.queue_deadline IS NULL OR c.queue_deadline > now())
 		ORDER BY c.id FOR UPDATE OF c)
@@ -192,7 +192,7 @@ const startSQL = `
 		lease_expires_at = now() + $5 * interval '1 millisecond',
 		run_deadline = now() + c.timeout_seconds * interval '1 second'
 	FROM locked WHERE c.id = ANY($1::uuid[]) AND c.id = locked.id
-	RETURNING c.id::text AS id, c.lease_expires_at`
+	RETURNING c.id::text AS id, locked.node::text AS node, locked.attempt, c.lease_expires_at`
 
 // StartCall is one start: the lease that asks to run its command.
 type StartCall struct {
@@ -209,12 +209,13 @@ type StartResult struct {
 // Start marks a leased command running: the agent's permission to execute.
 // It is idempotent for the same lease (a retried request whose answer was
 // lost gets the same yes) and refuses anything else.
+// Concurrent starts are committed together (group.go).
 func (s *Store) Start(ctx context.Context, id, nodeID string, attempt int, ttl time.Duration) (time.Time, error) {
-	res, err := s.startMany(ctx, []StartCall{{ID: id, NodeID: nodeID, Attempt: attempt}}, ttl)
+	res, err := s.starts.do(ctx, startReq{StartCall{ID: id, NodeID: nodeID, Attempt: attempt}, ttl})
 	if err != nil {
 		return time.Time{}, err
 	}
-	return res[0].LeaseExpiresAt, res[0].Err
+	return res.LeaseExpiresAt, res.Err
 }
 
 // startMany runs starts in one statement; a call it did not start is told
@@ -227,15 +228,19 @@ func (s *Store) startMany(ctx context.Context, calls []StartCall, ttl time.Durat
 	for i, c := range calls {
 		ids[i], nodes[i], attempts[i], was[i] = c.ID, c.NodeID, int64(c.Attempt), string(shared.StatusQueued)
 	}
-	started, err := s.writeReports(ctx, startSQL, []any{pq.Array(ids), pq.Array(nodes), pq.Array(attempts), pq.Array(was), ttl.Milliseconds()})
+	written, err := s.writeReports(ctx, startSQL, []any{pq.Array(ids), pq.Array(nodes), pq.Array(attempts), pq.Array(was), ttl.Milliseconds()})
 	if err != nil {
 		return nil, fmt.Errorf("start %d commands: %w", len(calls), err)
+	}
+	started := map[string]time.Time{}
+	for _, w := range written {
+		started[leaseKey(w.ID, w.Node.String, w.Attempt.Int64)] = w.At.Time
 	}
 	res := make([]StartResult, len(calls))
 	var refused []string
 	for i, c := range calls {
-		if w, ok := started[c.ID]; ok {
-			res[i].LeaseExpiresAt = w.At.Time
+		if exp, ok := started[leaseKey(c.ID, c.NodeID, int64(c.Attempt))]; ok {
+			res[i].LeaseExpiresAt = exp
 		} else {
 			refused = append(refused, c.ID)
 		}
@@ -248,7 +253,7 @@ func (s *Store) startMany(ctx context.Context, calls []StartCall, ttl time.Durat
 		return nil, fmt.Errorf("start %d commands: %w", len(calls), err)
 	}
 	for i, call := range calls {
-		if _, ok := started[call.ID]; ok {
+		if _, ok := started[leaseKey(call.ID, call.NodeID, int64(call.Attempt))]; ok {
 			continue
 		}
 		c, err := agentRow(rows[call.ID], call.NodeID)
@@ -292,12 +297,13 @@ type HeartbeatResult struct {
 
 // Heartbeat renews a running command's lease and appends output chunks.
 // It returns the stored offsets, and any cancel request.
+// Concurrent heartbeats are committed together (group.go).
 func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, chunks []shared.Chunk, ttl time.Duration, outputCap int64) (Renewal, error) {
-	res, err := s.heartbeatMany(ctx, []HeartbeatCall{{ID: id, NodeID: nodeID, Attempt: attempt, Chunks: chunks}}, ttl, outputCap)
+	res, err := s.heartbeats.do(ctx, heartbeatReq{HeartbeatCall{ID: id, NodeID: nodeID, Attempt: attempt, Chunks: chunks}, ttl, outputCap})
 	if err != nil {
 		return Renewal{}, err
 	}
-	return res[0].Renewal, res[0].Err
+	return res.Renewal, res.Err
 }
 
 // heartbeatMany runs heartbeats for distinct or repeated commands: each gets
@@ -365,6 +371,15 @@ type written struct {
 	At sql.NullTime `db:"lease_expires_at"`
 	// Ran is the time from start to finish in seconds (finalizeSQL).
 	Ran sql.NullFloat64 `db:"ran"`
+	// Node and Attempt are the lease that wrote it (startSQL): a batch
+	// may hold one command twice, asked by different leases.
+	Node    sql.NullString `db:"node"`
+	Attempt sql.NullInt64  `db:"attempt"`
+}
+
+// leaseKey names a lease: a command and who holds it under which attempt.
+func leaseKey(id, node string, attempt int64) string {
+	return fmt.Sprintf("%s/%s/%d", id, node, attempt)
 }
 
 // writeReports runs a report write (a commit point: see commitOne) and
@@ -517,12 +532,13 @@ func (w *finalWrites) args() []any {
 // captured byte has arrived (a *GapError otherwise, with the chunks of this
 // request kept), folds the chunks into the record and sets the terminal
 // status. A repeat by the same lease returns the stored status.
+// Concurrent finishes are committed together (group.go).
 func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.FinishRequest, outputCap int64) (FinishResult, error) {
-	res, err := s.finishMany(ctx, []FinishCall{{ID: id, NodeID: nodeID, Req: req}}, outputCap)
+	res, err := s.finishes.do(ctx, finishReq{FinishCall{ID: id, NodeID: nodeID, Req: req}, outputCap})
 	if err != nil {
 		return FinishResult{}, err
 	}
-	return res[0].FinishResult, res[0].Err
+	return res.FinishResult, res.Err
 }
 
 // finishMany runs finishes; see heartbeatMany for the results.
@@ -613,6 +629,113 @@ func (s *Store) finishMany(ctx context.Context, calls []FinishCall, outputCap in
 		})
 	if err != nil {
 		return nil, fmt.Errorf("finish %d commands: %w", len(calls), err)
+	}
+	return res, nil
+}
+
+// The calls the report groups take: a store call's arguments. The lease TTL
+// and output cap come from the coordinator's configuration, the same for
+// every call, but a batch holds to each call's own.
+type (
+	startReq struct {
+		StartCall
+		ttl time.Duration
+	}
+	heartbeatReq struct {
+		HeartbeatCall
+		ttl       time.Duration
+		outputCap int64
+	}
+	finishReq struct {
+		FinishCall
+		outputCap int64
+	}
+)
+
+func (s *Store) initGroups(opt Options) {
+	max, slots := opt.ReportBatch, opt.ReportSlots
+	if max <= 0 {
+		max = DefaultReportBatch
+	}
+	if slots <= 0 {
+		slots = DefaultReportSlots
+	}
+	// A batch carries at most one request's worth of output, so a batch
+	// costs the database what the largest single request may.
+	const maxBytes = shared.MaxRequestOutputBytes
+	s.starts = newGroup(max, maxBytes, slots, func(startReq) int { return 0 },
+		func(ctx context.Context, calls []startReq) ([]StartResult, error) {
+			return byKey(calls, func(c startReq) time.Duration { return c.ttl },
+				func(ttl time.Duration, sub []startReq) ([]StartResult, error) {
+					cs := make([]StartCall, len(sub))
+					for i, c := range sub {
+						cs[i] = c.StartCall
+					}
+					return s.startMany(ctx, cs, ttl)
+				})
+		})
+	s.heartbeats = newGroup(max, maxBytes, slots, func(c heartbeatReq) int { return chunkBytes(c.Chunks) },
+		func(ctx context.Context, calls []heartbeatReq) ([]HeartbeatResult, error) {
+			type key struct {
+				ttl time.Duration
+				cap int64
+			}
+			return byKey(calls, func(c heartbeatReq) key { return key{c.ttl, c.outputCap} },
+				func(k key, sub []heartbeatReq) ([]HeartbeatResult, error) {
+					cs := make([]HeartbeatCall, len(sub))
+					for i, c := range sub {
+						cs[i] = c.HeartbeatCall
+					}
+					return s.heartbeatMany(ctx, cs, k.ttl, k.cap)
+				})
+		})
+	s.finishes = newGroup(max, maxBytes, slots, func(c finishReq) int { return chunkBytes(c.Req.Chunks) },
+		func(ctx context.Context, calls []finishReq) ([]FinishCallResult, error) {
+			return byKey(calls, func(c finishReq) int64 { return c.outputCap },
+				func(outputCap int64, sub []finishReq) ([]FinishCallResult, error) {
+					cs := make([]FinishCall, len(sub))
+					for i, c := range sub {
+						cs[i] = c.FinishCall
+					}
+					return s.finishMany(ctx, cs, outputCap)
+				})
+		})
+}
+
+// chunkBytes is the output a request carries.
+func chunkBytes(chunks []shared.Chunk) int {
+	n := 0
+	for _, c := range chunks {
+		n += len(c.Data)
+	}
+	return n
+}
+
+// byKey runs calls in one run per distinct key (in practice one) and puts
+// the results back in the calls' order.
+func byKey[C any, K comparable, R any](calls []C, keyOf func(C) K, run func(K, []C) ([]R, error)) ([]R, error) {
+	var order []K
+	idx := map[K][]int{}
+	for i, c := range calls {
+		k := keyOf(c)
+		if _, ok := idx[k]; !ok {
+			order = append(order, k)
+		}
+		idx[k] = append(idx[k], i)
+	}
+	res := make([]R, len(calls))
+	for _, k := range order {
+		sub := make([]C, len(idx[k]))
+		for j, i := range idx[k] {
+			sub[j] = calls[i]
+		}
+		r, err := run(k, sub)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range idx[k] {
+			res[i] = r[j]
+		}
 	}
 	return res, nil
 }

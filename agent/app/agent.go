@@ -69,7 +69,9 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Agent, err
 		return nil, err
 	}
 	r := &runc.Runner{Binary: cfg.RuncBinary, Root: cfg.RuncRoot, TempDir: cfg.WorkDir}
-	w, err := worker.New(cfg.workerConfig(), c, r, logger.With("component", "worker"), m)
+	// Starts and finishes of concurrent commands go to the coordinator
+	// together (client.Batching).
+	w, err := worker.New(cfg.workerConfig(), client.NewBatching(c), r, logger.With("component", "worker"), m)
 	if err != nil {
 		return nil, err
 	}

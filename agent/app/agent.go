@@ -77,7 +77,9 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Agent, err
 	notify := sdnotify.New(logger)
 	wcfg := cfg.workerConfig()
 	wcfg.Alive, wcfg.AliveInterval = notify.Alive, notify.WatchdogInterval()
-	w, err := worker.New(wcfg, c, r, logger.With("component", "worker"), m)
+	// Starts and finishes of concurrent commands go to the coordinator
+	// together (client.Batching).
+	w, err := worker.New(wcfg, client.NewBatching(c), r, logger.With("component", "worker"), m)
 	if err != nil {
 		return nil, err
 	}

@@ -4,9 +4,12 @@
 //
 // # At most once
 //
-// A leased command is executed only after POST …/start answered 200. Any
-// other answer — 409 lease_lost or cancelled, 403, or a network failure
-// that outlasted the client's retries — drops the command unexecuted.
+// A leased command is executed only after its start was answered yes (200
+// from POST …/start, or "running" for its item of POST /agent/v1/reports:
+// the agent's client sends the starts and finishes of its commands
+// together, see client.Batching). Any other answer — 409 lease_lost or
+// cancelled, 403, or a network failure that outlasted the client's
+// retries — drops the command unexecuted.
 // (If the start did commit but its answer was lost, the coordinator later
 // marks the command lost; it is never run twice.)
 //

@@ -134,6 +134,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	leaseKeeping(http.MethodPost, "/commands/{id}/release", s.release)
 	leaseKeeping(http.MethodPost, "/commands/{id}/heartbeat", s.heartbeat)
 	leaseKeeping(http.MethodPost, "/commands/{id}/finish", s.finish)
+	leaseKeeping(http.MethodPost, "/reports", s.reports)
 	agent(http.MethodPost, "/control", s.control)
 
 	r.Use(s.instrument)

@@ -265,12 +265,11 @@ func TestLeaseUndeliveredIsReleased(t *testing.T) {
 	b.leaseCommand(b.NodeA, rec.ID)
 }
 
-// TestFinishTimeoutInTransactionIs503: the query timeout passes inside a
-// finish's transaction (an answer held past it). The transaction is rolled
-// back and the agent gets 503 "timeout", which it retries — never 500
-// ("transaction has already been committed or rolled back"), which it does
-// not. Nothing of the timed-out finish was kept; the retry completes it.
-func TestFinishTimeoutInTransactionIs503(t *testing.T) {
+// TestFinishTimeoutIs503: the query timeout passes during a finish (the
+// answer to its read of the row held past it). The agent gets 503
+// "timeout", which it retries — never 500 — and nothing of the timed-out
+// finish was kept; the retry completes it.
+func TestFinishTimeoutIs503(t *testing.T) {
 	t.Parallel()
 	var p *holdProxy
 	b := setup(t, withHoldProxy(t, &p))
@@ -278,10 +277,9 @@ func TestFinishTimeoutInTransactionIs503(t *testing.T) {
 	lc := b.leaseCommand(b.NodeA, rec.ID)
 	b.start(b.NodeA, lc)
 
-	// A finish with part of its output: it stores the chunk, records the
-	// stream ends (the statement held here) and keeps the transaction
-	// open for the rest.
-	hold := p.holdAnswerTo(t, "stderr_omitted_at = $9 WHERE")
+	// A finish with part of its output: it reads the row (the statement
+	// held here) before it writes anything.
+	hold := p.holdAnswerTo(t, "AS row_version FROM commands")
 	done := make(chan response, 1)
 	go func() {
 		done <- b.agent(b.NodeA, lc.ID, "finish", shared.FinishRequest{Attempt: lc.Attempt, ExitCode: exitCode(0),

@@ -242,45 +242,6 @@ func (s *Store) NodesWithWork(ctx context.Context) ([]string, error) {
 	return nodes, nil
 }
 
-// startSQL marks a leased command running if the lease is still the
-// caller's and unexpired.
-const startSQL = `
-	UPDATE commands SET status = 'running', started_at = now(),
-		lease_expires_at = now() + $4 * interval '1 millisecond',
-		run_deadline = now() + timeout_seconds * interval '1 second'
-	WHERE id = $1 AND leased_by = $2 AND attempt = $3 AND status = 'queued' AND lease_expires_at > now()
-		AND (queue_deadline IS NULL OR queue_deadline > now())
-	RETURNING lease_expires_at`
-
-// Start marks a leased command running: the agent's permission to execute.
-// It is idempotent for the same lease (a retried request whose answer was
-// lost gets the same yes) and refuses anything else.
-func (s *Store) Start(ctx context.Context, id, nodeID string, attempt int, ttl time.Duration) (time.Time, error) {
-	ctx, cancel := s.deadline(ctx)
-	defer cancel()
-	var exp time.Time
-	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
-		return conn.GetContext(ctx, &exp, startSQL, id, nodeID, attempt, ttl.Milliseconds())
-	})
-	if err == nil {
-		return exp, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return exp, fmt.Errorf("start command %s: %w", id, interpretError(err))
-	}
-	c, err := s.lookupForNode(ctx, s.db, id, nodeID, false)
-	if err != nil {
-		return exp, err
-	}
-	switch {
-	case c.Status == shared.StatusCancelled:
-		return exp, ErrCancelled
-	case c.Status == shared.StatusRunning && c.owns(nodeID, attempt):
-		return c.LeaseExpiresAt.Time, nil
-	}
-	return exp, ErrLeaseLost
-}
-
 // owns reports whether the row is still held by this node under this lease.
 func (c *Command) owns(nodeID string, attempt int) bool {
 	return c.LeasedBy.Valid && c.LeasedBy.String == nodeID && c.Attempt == attempt
@@ -305,71 +266,6 @@ func (s *Store) lookupForNode(ctx context.Context, q sqlx.QueryerContext, id, no
 		return c, ErrForbidden
 	}
 	return c, nil
-}
-
-// Renewal is what a heartbeat stored and what the agent must know.
-type Renewal struct {
-	Offsets        shared.Offsets
-	LeaseExpiresAt time.Time
-	// Received counts the new output bytes the heartbeat brought, per
-	// stream (a retry's bytes already stored are not new).
-	Received shared.Offsets
-	// Cancel is set when an operator asked for the command to be cancelled;
-	// CancelGrace is then the time between SIGTERM and SIGKILL.
-	Cancel      bool
-	CancelGrace int
-}
-
-// Heartbeat renews a running command's lease and appends output chunks.
-// It returns the stored offsets, and any cancel request.
-func (s *Store) Heartbeat(ctx context.Context, id, nodeID string, attempt int, chunks []shared.Chunk, ttl time.Duration, outputCap int64) (Renewal, error) {
-	ctx, cancel := s.deadline(ctx)
-	defer cancel()
-	var rn Renewal
-	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
-		c, err := s.lockRunning(ctx, tx, id, nodeID, attempt)
-		if err != nil {
-			return err
-		}
-		changed, received, err := appendChunks(ctx, tx, &c, chunks, outputCap)
-		if err != nil {
-			return err
-		}
-		rn.Offsets, rn.Received = c.offsets(), received
-		rn.Cancel, rn.CancelGrace = c.CancelRequestedAt.Valid, int(c.CancelGraceSeconds.Int32)
-		// One write per heartbeat: the stream ends and the renewed lease,
-		// and, when output was stored, a wake-up for its followers on every
-		// replica (delivered at commit, so a woken follower reads it).
-		return interpretError(tx.GetContext(ctx, &rn.LeaseExpiresAt, `WITH upd AS (
-				UPDATE commands SET `+streamEndsSet+`, lease_expires_at = now() + $10 * interval '1 millisecond'
-				WHERE id = $1 RETURNING lease_expires_at)
-			SELECT upd.lease_expires_at FROM upd,
-				LATERAL (SELECT CASE WHEN $11::boolean THEN pg_notify('`+OutputChannel+`', $1::text) END) AS n`,
-			append(c.streamEnds(), ttl.Milliseconds(), changed)...))
-	})
-	return rn, err
-}
-
-// lockRunning locks the row and checks the caller still holds a running lease.
-func (s *Store) lockRunning(ctx context.Context, tx *sqlx.Tx, id, nodeID string, attempt int) (Command, error) {
-	c, err := s.lookupForNode(ctx, tx, id, nodeID, true)
-	if err != nil {
-		return c, err
-	}
-	if c.Status != shared.StatusRunning || !c.owns(nodeID, attempt) {
-		return c, ErrLeaseLost
-	}
-	return c, nil
-}
-
-// streamEndsSet writes what appendChunks tracks per stream; streamEnds
-// gives its arguments ($1 is the command ID).
-const streamEndsSet = `stdout_len = $2, stderr_len = $3, stdout_truncated = $4, stderr_truncated = $5,
-	stdout_omitted = $6, stdout_omitted_at = $7, stderr_omitted = $8, stderr_omitted_at = $9`
-
-func (c *Command) streamEnds() []any {
-	return []any{c.ID, c.StdoutLen, c.StderrLen, c.StdoutTruncated, c.StderrTruncated,
-		c.StdoutOmitted, c.StdoutOmittedAt, c.StderrOmitted, c.StderrOmittedAt}
 }
 
 // streamState is what appendChunks tracks of one stream, pointing into a
@@ -405,34 +301,31 @@ func (st streamState) drop(n int64) {
 // appendChunks stores the new part of each chunk and advances c's stream
 // ends, reporting whether any moved and how many new bytes of each stream
 // arrived (stored or, past the cap, counted; a retry's bytes are not new);
-// the caller writes the ends to the row along with whatever else it
-// updates. Offsets are positions in the whole stream. A chunk wholly below
-// the stored end is a retry and is ignored; one overlapping it is trimmed;
-// one starting past it is a gap, which aborts the transaction so nothing of
-// the request is half-applied — unless it is marked Skip and nothing was
-// dropped from the stream yet: then the bytes in between are the middle the
-// agent left out past the cap, and are counted. At most outputCap bytes of a
-// stream are stored (chunk rows at positions in the stored bytes); anything
-// past that is counted, not stored.
+// the caller writes the ends to the row along with whatever else it updates. Offsets are positions in the whole stream.
+// A chunk wholly below the stored end is a retry and is ignored; one
+// overlapping it is trimmed; one starting past it is a gap, which refuses the
+// whole request so nothing of it is half-applied — unless it is
+// marked Skip and nothing was dropped from the stream yet: then the bytes in
+// between are the middle the agent left out past the cap, and are counted.
+// At most outputCap bytes of a stream are stored (chunk rows at positions in
+// the stored bytes); anything past that is counted, not stored.
 //
-// The parts kept go to the database in one statement (insertChunksSQL),
-// however many chunks the request holds: it runs under the command's row
-// lock, and one INSERT per chunk let a request of many tiny chunks hold that
-// lock, and a pooled connection, until the query timeout.
-func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.Chunk, outputCap int64) (changed bool, received shared.Offsets, err error) {
+// It only computes: the parts kept (rows) go to the database in the
+// caller's one write (report.go), however many chunks the request holds, so
+// a request of many tiny chunks costs one statement, not one per chunk.
+func appendChunks(c *Command, chunks []shared.Chunk, outputCap int64) (rows chunkRows, changed bool, received shared.Offsets, err error) {
 	// A gap rolls back the whole request, so the offsets to resend from are
 	// those stored before it, not those its earlier chunks reached.
 	before := c.offsets()
-	var rows chunkRows
 	for _, ch := range chunks {
 		stream := StreamNumber(ch.Stream)
 		if stream == 0 {
-			return false, received, fmt.Errorf("unknown stream %q", ch.Stream)
+			return rows, false, received, fmt.Errorf("unknown stream %q", ch.Stream)
 		}
 		st := c.stream(stream)
 		if ch.Offset > *st.end {
 			if !ch.Skip || *st.omitted > 0 {
-				return false, received, &GapError{Offsets: before}
+				return chunkRows{}, false, received, &GapError{Offsets: before}
 			}
 			st.drop(ch.Offset - *st.end)
 			*st.end = ch.Offset
@@ -458,28 +351,12 @@ func appendChunks(ctx context.Context, tx *sqlx.Tx, c *Command, chunks []shared.
 		*st.end = end
 		changed = true
 	}
-	if len(rows.streams) == 0 {
-		return changed, received, nil
-	}
-	if _, err := tx.ExecContext(ctx, insertChunksSQL, c.ID, pq.Array(rows.streams), pq.Array(rows.offs),
-		pq.Array(rows.ends), rows.data); err != nil {
-		return false, received, interpretError(err)
-	}
-	return changed, received, nil
+	return rows, changed, received, nil
 }
 
-// insertChunksSQL stores a request's chunks in one statement. The bytes go
-// as one bytea ($5, sent raw by the binary protocol) cut at the positions in
-// $4 (each chunk's end in $5), rather than as a bytea[], which lib/pq sends
-// as hex text twice the size.
-const insertChunksSQL = `
-	INSERT INTO command_chunks (command_id, stream, off, data)
-	SELECT $1, c.stream, c.off, substring($5::bytea FROM c.start + 1 FOR c.fin - c.start)
-	FROM (SELECT stream, off, fin, coalesce(lag(fin) OVER (ORDER BY n), 0) AS start
-		FROM unnest($2::smallint[], $3::bigint[], $4::int[]) WITH ORDINALITY AS u(stream, off, fin, n)) AS c`
-
-// chunkRows are the parts of a request's chunks to insert, as the arrays
-// insertChunksSQL takes.
+// chunkRows are the parts of a request's chunks to insert: their streams,
+// offsets in the stored bytes, and bytes (one buffer cut at ends), as the
+// arrays the report statements take.
 type chunkRows struct {
 	streams []int64
 	offs    []int64
@@ -508,65 +385,6 @@ func (c *Command) offsets() shared.Offsets {
 
 // ErrLengthMismatch: the agent declared less output than was already stored.
 var ErrLengthMismatch = errors.New("declared output length is below what was already received")
-
-// Finish records a command's end: it appends the last chunks, checks every
-// captured byte has arrived (a *GapError otherwise, with the chunks of this
-// request kept), folds the chunks into the record and sets the terminal
-// status. A repeat by the same lease returns the stored status.
-func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.FinishRequest, outputCap int64) (FinishResult, error) {
-	ctx, cancel := s.deadline(ctx)
-	defer cancel()
-	var res FinishResult
-	var gap *GapError
-	err := s.WithTx(ctx, func(tx *sqlx.Tx) error {
-		c, err := s.lookupForNode(ctx, tx, id, nodeID, true)
-		if err != nil {
-			return err
-		}
-		if c.Status.Terminal() && c.owns(nodeID, req.Attempt) {
-			res = FinishResult{Status: c.Status, Repeat: true}
-			return nil
-		}
-		if c.Status != shared.StatusRunning || !c.owns(nodeID, req.Attempt) {
-			return ErrLeaseLost
-		}
-		changed, received, err := appendChunks(ctx, tx, &c, req.Chunks, outputCap)
-		if err != nil {
-			return err
-		}
-		res.Received = received
-		if changed {
-			if _, err := tx.ExecContext(ctx, `UPDATE commands SET `+streamEndsSet+` WHERE id = $1`, c.streamEnds()...); err != nil {
-				return interpretError(err)
-			}
-		}
-		off := c.offsets()
-		if req.StdoutLength < off.Stdout || req.StderrLength < off.Stderr {
-			return ErrLengthMismatch
-		}
-		if req.StdoutLength > off.Stdout || req.StderrLength > off.Stderr {
-			// Keep what arrived; the agent resends the rest and finishes again.
-			gap = &GapError{Offsets: off}
-			return nil
-		}
-		e, err := finishEnding(ctx, tx, &c, req)
-		if err != nil {
-			return err
-		}
-		res.Status, res.Reason = e.status, e.reason
-		res.Ran, err = finalize(ctx, tx, id, e)
-		return err
-	})
-	switch {
-	case err != nil:
-		return FinishResult{}, err // rolled back: nothing was received
-	case gap != nil:
-		return res, gap
-	case !res.Repeat:
-		s.countEnded(res.Status, res.Reason, 1)
-	}
-	return res, nil
-}
 
 // FinishResult is what Finish stored.
 type FinishResult struct {

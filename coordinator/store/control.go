@@ -54,7 +54,7 @@ type ending struct {
 
 // finishEnding decides, from an agent's finish, the command's status, end
 // reason and execq line. c is the locked row.
-func finishEnding(ctx context.Context, tx *sqlx.Tx, c *Command, req shared.FinishRequest) (ending, error) {
+func finishEnding(ctx context.Context, q sqlx.QueryerContext, c *Command, req shared.FinishRequest) (ending, error) {
 	e := ending{status: shared.StatusFailed, signal: req.Signal}
 	if req.ExitCode != nil {
 		e.exit = sql.NullInt32{Int32: int32(*req.ExitCode), Valid: true}
@@ -62,7 +62,7 @@ func finishEnding(ctx context.Context, tx *sqlx.Tx, c *Command, req shared.Finis
 	switch req.EndReason {
 	case shared.EndCancelled:
 		e.reason = shared.EndCancelled
-		who, err := cancelledBy(ctx, tx, c)
+		who, err := cancelledBy(ctx, q, c)
 		if err != nil {
 			return e, err
 		}

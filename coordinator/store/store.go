@@ -55,6 +55,11 @@ type Store struct {
 	// ended is told of every command this store made terminal (see
 	// OnEnded); nil tells no one.
 	ended func(status shared.Status, reason shared.EndReason, n int)
+
+	// Agents' reports, committed in groups (group.go, report.go).
+	starts     *group[startReq, StartResult]
+	heartbeats *group[heartbeatReq, HeartbeatResult]
+	finishes   *group[finishReq, FinishCallResult]
 }
 
 // Options tune the pool.
@@ -79,7 +84,21 @@ type Options struct {
 	// requests are refused early instead of queueing past the query
 	// timeout.
 	MaxWaiting int
+	// ReportBatch bounds the agents' starts, heartbeats or finishes
+	// committed together in one statement (group.go); 0 means
+	// DefaultReportBatch, 1 commits each on its own.
+	ReportBatch int
+	// ReportSlots is how many batches of each kind may be in flight at
+	// once; 0 means DefaultReportSlots. More than one keeps a heartbeat
+	// carrying megabytes from holding up the others.
+	ReportSlots int
 }
+
+// Defaults of Options.ReportBatch and ReportSlots.
+const (
+	DefaultReportBatch = 100
+	DefaultReportSlots = 2
+)
 
 // DefaultQueryTimeout is Options.QueryTimeout's default.
 const DefaultQueryTimeout = 10 * time.Second
@@ -214,6 +233,7 @@ func Open(ctx context.Context, url string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	st := &Store{db: db, queryTimeout: queryTimeout, maxWaiting: opt.MaxWaiting}
+	st.initGroups(opt)
 	if opt.ReservedConns > 0 && opt.MaxConns > opt.ReservedConns {
 		st.gate = semaphore.NewWeighted(int64(opt.MaxConns - opt.ReservedConns))
 	}

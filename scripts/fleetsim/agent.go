@@ -92,7 +92,9 @@ func (r *recorder) finishedBetween(from, to time.Time) int {
 
 // simAgent is one host's agent: the real protocol client, no runc.
 type simAgent struct {
-	c          *client.Client
+	// c is the agent's own client: starts and finishes of its commands go
+	// together, as the agent sends them.
+	c          *client.Batching
 	containers []string
 	slots      int
 	exec       time.Duration
@@ -110,7 +112,7 @@ func newSimAgent(base, token string, containers int, rec *recorder) (*simAgent, 
 	if err != nil {
 		return nil, err
 	}
-	a := &simAgent{c: c, slots: containers, rec: rec, heartbeat: true, waitMillis: int(client.DefaultMaxLeaseWait.Milliseconds())}
+	a := &simAgent{c: client.NewBatching(c), slots: containers, rec: rec, heartbeat: true, waitMillis: int(client.DefaultMaxLeaseWait.Milliseconds())}
 	for range containers {
 		a.containers = append(a.containers, uuid.NewString())
 	}

@@ -74,10 +74,13 @@ func (r *replica) stop() {
 	}
 }
 
-// cpuSeconds is the user+system CPU the process has used, from
-// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
-func (r *replica) cpuSeconds() (float64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
+// cpuSeconds is the user+system CPU the process has used.
+func (r *replica) cpuSeconds() (float64, error) { return procCPU(r.cmd.Process.Pid) }
+
+// procCPU is the user+system CPU process pid has used, from /proc/PID/stat
+// (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func procCPU(pid int) (float64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}

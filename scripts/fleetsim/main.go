@@ -271,6 +271,7 @@ type snapshot struct {
 	cpu     float64
 	self    float64 // the simulator's own CPU seconds
 	commits int64
+	pgCPU   map[int]float64 // PostgreSQL's processes' CPU seconds
 }
 
 func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
@@ -283,6 +284,9 @@ func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
 		s.cpu += cpu
 	}
 	var err error
+	if s.pgCPU, err = f.cl.serverCPU(ctx); err != nil {
+		return s, err
+	}
 	s.commits, err = f.cl.commits(ctx, f.dbName)
 	return s, err
 }
@@ -416,6 +420,9 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 		return err
 	}
 	res.commits = end.commits - start.commits
+	// Up to the end snapshot, so it includes the settling pause: PostgreSQL
+	// idles through it.
+	res.pgCPU = cpuSince(start.pgCPU, end.pgCPU)
 	stopAgents()
 	return nil
 }

@@ -67,6 +67,39 @@ func (c *cluster) commits(ctx context.Context, name string) (int64, error) {
 	return n, err
 }
 
+// serverCPU is the CPU seconds each of the cluster's processes has used so
+// far (backends and background workers, as pg_stat_activity lists them), by
+// pid. The difference of two readings is what PostgreSQL spent in between;
+// the cluster is the dev one, so the run has it to itself.
+func (c *cluster) serverCPU(ctx context.Context) (map[int]float64, error) {
+	rows, err := c.admin.QueryContext(ctx, "SELECT pid FROM pg_stat_activity")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cpu := map[int]float64{}
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			return nil, err
+		}
+		if s, err := procCPU(pid); err == nil { // gone meanwhile
+			cpu[pid] = s
+		}
+	}
+	return cpu, rows.Err()
+}
+
+// cpuSince is the CPU seconds the processes of now used since before; a
+// process started in between counts from zero.
+func cpuSince(before, now map[int]float64) float64 {
+	total := 0.0
+	for pid, s := range now {
+		total += s - before[pid]
+	}
+	return total
+}
+
 // connections counts the client connections to database name: all of them
 // and those running a statement now.
 func (c *cluster) connections(ctx context.Context, name string) (total, active int, err error) {

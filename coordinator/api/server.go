@@ -49,6 +49,9 @@ type Config struct {
 	// MaxLargeReads and MaxLargeReadQueue bound the records with large
 	// output sent at once and waiting (recordstream.go).
 	MaxLargeReads, MaxLargeReadQueue int
+	// Resumer takes back the connections of lease polls parked off
+	// net/http (detach.go); nil keeps every poll inside its handler.
+	Resumer Resumer
 }
 
 // Server holds the handlers' collaborators.

@@ -14,14 +14,20 @@ type resumer struct {
 	ln *connListener // that of the last server from HTTPServer; nil before
 }
 
-// serveWith starts srv serving the connections handed back from now on.
+// serveWith makes srv serve the connections handed back from now on. It
+// starts serving them with the first one: by then srv is configured and
+// serving (a request came in on it), so its set-up is not raced.
 func (r *resumer) serveWith(srv *http.Server, addr net.Addr) {
 	ln := &connListener{conns: make(chan net.Conn), done: make(chan struct{}), addr: addr}
+	ln.serve = func() {
+		// srv closes ln when it is shut down or closed, ending Serve; a
+		// srv closed before this started never takes ln, so close it here.
+		_ = srv.Serve(ln)
+		_ = ln.Close()
+	}
 	r.mu.Lock()
 	r.ln = ln
 	r.mu.Unlock()
-	// srv closes ln when it is shut down or closed, ending Serve.
-	go func() { _ = srv.Serve(ln) }()
 }
 
 func (r *resumer) current() *connListener {
@@ -44,13 +50,16 @@ func (r *resumer) Resume(c net.Conn) bool {
 
 // connListener is a net.Listener fed by push.
 type connListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-	addr  net.Addr
+	conns   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	addr    net.Addr
+	serve   func()
+	serving sync.Once
 }
 
 func (l *connListener) push(c net.Conn) bool {
+	l.serving.Do(func() { go l.serve() })
 	select {
 	case <-l.done:
 		return false

@@ -99,6 +99,7 @@ type Detached struct {
 // woken exactly as a waiting one — by a lookup of its node's subscription,
 // never a scan — and counts in Parked.
 func (p *Poller) PollOrPark(ctx context.Context, nodeID string, max int, wait time.Duration, detach func() (Detached, bool)) (cmds []store.Command, parked bool, err error) {
+	wait = spread(wait)
 	wake, cancel, claim := p.subscribe(nodeID)
 	keep := false
 	unpark := p.park()
@@ -144,6 +145,19 @@ func (p *Poller) PollOrPark(ctx context.Context, nodeID string, max int, wait ti
 			return []store.Command{}, false, ctx.Err()
 		}
 	}
+}
+
+// spread shortens a long wait by up to a quarter, at random. An idle agent
+// polls again as soon as its empty answer comes, so the polls of a fleet
+// that parked together (a replica starting, a network blip) would otherwise
+// end and come back together every wait — each a request through HTTP and
+// authentication, thousands at once, with the memory of each in flight.
+// Spread, they drift apart and stay apart. A short wait is kept as asked.
+func spread(wait time.Duration) time.Duration {
+	if wait < 10*time.Second {
+		return wait
+	}
+	return wait - rand.N(wait/4)
 }
 
 // detachedPoll is a poll parked without a goroutine: a wake-up or its

@@ -295,3 +295,22 @@ func TestReconnectWakesOnlyNodesWithWork(t *testing.T) {
 		t.Fatalf("%d claims after the reconnect, want 1 (the node with work), not one per parked poll", calls-polls)
 	}
 }
+
+// TestSpreadLongWaits: a long wait ends somewhere in its last quarter, so
+// polls parked together do not all come back together; a short one is kept.
+func TestSpreadLongWaits(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		d := spread(30 * time.Second)
+		if d <= 22500*time.Millisecond || d > 30*time.Second {
+			t.Fatalf("spread(30s) = %s, want in (22.5s, 30s]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 100 {
+		t.Fatalf("spread(30s) took %d values in 1000 tries: not spread", len(seen))
+	}
+	if d := spread(5 * time.Second); d != 5*time.Second {
+		t.Fatalf("spread(5s) = %s, want 5s as asked", d)
+	}
+}

@@ -124,7 +124,7 @@ func TestParkedPollHoldsNoGoroutine(t *testing.T) {
 		t.Fatalf("request after the parked poll: status %d, connections %+v; want the first one reused", resp.StatusCode, conns)
 	}
 
-	// A draining replica answers parked polls empty, as before.
+	// Node B's agents leave; their polls end.
 	cancel()
 	for _, ch := range others {
 		<-ch

@@ -28,7 +28,7 @@ type Metrics struct {
 	Leased prometheus.Counter
 	// StartRefused counts leased commands not executed because start was
 	// not confirmed, by reason (lease_lost, cancelled, forbidden, error,
-	// draining).
+	// draining, over_capacity, duplicate: leased again while it runs).
 	StartRefused *prometheus.CounterVec
 	// CoordinatorErrors counts failed coordinator requests (after the
 	// client's retries), by operation.

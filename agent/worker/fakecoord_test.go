@@ -366,3 +366,21 @@ func (l *testLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// requeue hands command id out again under the same attempt: what a
+// coordinator does whose database lost, in a crash, a claim it had already
+// answered (claims commit asynchronously) and took the command again.
+func (f *fakeCoord) requeue(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.queue = append(f.queue, f.cmds[id].cmd)
+	close(f.wake)
+	f.wake = make(chan struct{})
+}
+
+// queued is how many commands wait to be leased.
+func (f *fakeCoord) queued() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.queue)
+}

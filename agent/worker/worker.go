@@ -309,12 +309,33 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.metrics.StartRefused.WithLabelValues("over_capacity").Inc()
 					continue
 				}
+				if running(sessions, cmd.ID) {
+					// The same command again while its session runs: a
+					// claim PostgreSQL lost in a crash (claims commit
+					// asynchronously, docs/protocol.md) and that was taken
+					// again under the same attempt. The coordinator would
+					// say yes to its start too, so it is refused here:
+					// one session per command.
+					log.Warn("command leased again while it runs here; not started a second time")
+					w.metrics.StartRefused.WithLabelValues("duplicate").Inc()
+					continue
+				}
 				s := w.newSession(cmd, r.resp, log)
 				sessions[s] = struct{}{}
 				go s.run()
 			}
 		}
 	}
+}
+
+// running reports whether one of sessions is command id's.
+func running(sessions map[*session]struct{}, id string) bool {
+	for s := range sessions {
+		if s.cmd.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // release hands a lease it will not start back to the coordinator.

@@ -188,6 +188,25 @@ func TestExitCodesAndExecErrors(t *testing.T) {
 	})
 }
 
+// TestSameLeaseTwiceRunsOnce: a command handed out again under the same
+// attempt while its session runs — a claim PostgreSQL lost in a crash and
+// that was taken again, since claims commit asynchronously — is not run a
+// second time: the coordinator would say yes to its start (the same lease),
+// so the agent is where the second run is refused.
+func TestSameLeaseTwiceRunsOnce(t *testing.T) {
+	h := setup(t, Config{Concurrency: 2}, nil)
+	id := h.fc.enqueue(h.c.ID, "sh", "-c", "echo ran >> /tmp/runs; sleep 1")
+	waitUntil(t, "the command started", func() bool { return h.fc.snapshot(id).starts == 1 })
+	h.fc.requeue(id)
+	waitUntil(t, "the command leased again", func() bool { return h.fc.queued() == 0 })
+	h.fc.waitFinished(t, id, 30*time.Second)
+	waitUntil(t, "no session left", func() bool { return value(h.m.CommandsRunning) == 0 })
+	runs, err := os.ReadFile(filepath.Join(h.c.Rootfs, "tmp", "runs"))
+	if err != nil || string(runs) != "ran\n" {
+		t.Fatalf("the program ran %d times (%q, %v), want once", strings.Count(string(runs), "ran"), runs, err)
+	}
+}
+
 func TestStartNotConfirmedNeverRuns(t *testing.T) {
 	var fc *fakeCoord
 	h := setup(t, Config{Concurrency: 3}, func(f *fakeCoord) {

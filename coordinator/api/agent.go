@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/execq/execq/coordinator/lease"
 	"github.com/execq/execq/coordinator/store"
 	"github.com/execq/execq/shared"
 )
@@ -77,16 +78,36 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 	wait := min(time.Duration(req.WaitMillis)*time.Millisecond, s.cfg.MaxWait)
 	node := nodeFrom(r).ID
 	s.holdFor(w, wait)
-	cmds, err := s.poller.Poll(r.Context(), node, req.Max, wait)
+	var detach func() (lease.Detached, bool)
+	if s.detachable(r) {
+		detach = func() (lease.Detached, bool) { return s.detachLease(w, node) }
+	}
+	cmds, parked, err := s.poller.PollOrPark(r.Context(), node, req.Max, wait, detach)
+	if parked {
+		return nil // answered off this handler (detach.go)
+	}
 	if err != nil {
 		return err
 	}
 	if len(cmds) > 0 && r.Context().Err() != nil {
 		// The agent left while its claim committed: nobody will start
 		// these, so they go back to the queue now, not after their TTL.
-		s.releaseUndelivered(r, node, cmds)
+		s.releaseUndelivered(r.Context(), node, cmds)
 		return r.Context().Err()
 	}
+	// Written and flushed here, so a connection that broke is known now.
+	err = writeJSON(w, http.StatusOK, s.leaseResponse(node, cmds))
+	if err == nil {
+		err = http.NewResponseController(w).Flush()
+	}
+	if err != nil && len(cmds) > 0 {
+		s.releaseUndelivered(r.Context(), node, cmds)
+	}
+	return nil // the answer is sent, or cannot be
+}
+
+// leaseResponse is a poll's answer carrying cmds.
+func (s *Server) leaseResponse(node string, cmds []store.Command) shared.LeaseResponse {
 	resp := shared.LeaseResponse{
 		Commands:        make([]shared.LeasedCommand, len(cmds)),
 		LeaseTTLMillis:  int(s.cfg.LeaseTTL.Milliseconds()),
@@ -108,23 +129,15 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) error {
 		}
 		s.log.Debug("command leased", "command_id", c.ID, "container_id", c.ContainerID, "node_id", node, "attempt", c.Attempt)
 	}
-	// Written and flushed here, so a connection that broke is known now.
-	err = writeJSON(w, http.StatusOK, resp)
-	if err == nil {
-		err = http.NewResponseController(w).Flush()
-	}
-	if err != nil && len(cmds) > 0 {
-		s.releaseUndelivered(r, node, cmds)
-	}
-	return nil // the answer is sent, or cannot be
+	return resp
 }
 
 // releaseUndelivered gives back leases claimed for a poll whose answer will
 // not reach the agent. It runs after the request's context ended, so on a
 // context of its own, with lease-keeping priority. A release that fails
 // leaves the leases to expire: the reaper requeues them after the TTL.
-func (s *Server) releaseUndelivered(r *http.Request, node string, cmds []store.Command) {
-	ctx := store.WithPriority(context.WithoutCancel(r.Context()))
+func (s *Server) releaseUndelivered(ctx context.Context, node string, cmds []store.Command) {
+	ctx = store.WithPriority(context.WithoutCancel(ctx))
 	if err := s.store.ReleaseUndelivered(ctx, node, cmds); err != nil {
 		s.log.Warn("leases not delivered and not released; they are queued again when their TTL ends",
 			"node_id", node, "count", len(cmds), "err", err)

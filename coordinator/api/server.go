@@ -53,6 +53,9 @@ type Config struct {
 	// Contacts is told of every authenticated agent request, for the nodes'
 	// liveness; nil tells no one.
 	Contacts *liveness.Tracker
+	// Resumer takes back the connections of lease polls parked off
+	// net/http (detach.go); nil keeps every poll inside its handler.
+	Resumer Resumer
 }
 
 // Server holds the handlers' collaborators.

@@ -46,6 +46,9 @@ type App struct {
 	// notify tells systemd when the replica serves, drains, and that its
 	// reaper loop still turns (a no-op outside systemd).
 	notify *sdnotify.Notifier
+	// resume serves again the connections of parked lease polls once
+	// answered (resume.go).
+	resume *resumer
 }
 
 // New connects to the database, applies pending migrations and builds the
@@ -71,7 +74,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if len(applied) > 0 {
 		log.Info("applied migrations", "migrations", applied)
 	}
-	a := &App{cfg: cfg, log: log, Store: st, draining: make(chan struct{})}
+	a := &App{cfg: cfg, log: log, Store: st, draining: make(chan struct{}), resume: &resumer{}}
 	a.tlsConfig, a.certs = tlsConfig, certs
 	a.notify = sdnotify.New(log)
 	a.Notifier = lease.NewNotifier(cfg.DatabaseURL, []string{store.NotifyChannel, store.FinishedChannel, store.ControlChannel, store.OutputChannel, store.AuthChannel}, log)
@@ -106,6 +109,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
 		MaxLargeReads: cfg.MaxLargeReads, MaxLargeReadQueue: cfg.MaxLargeReadQueue,
 		Contacts: a.Contacts,
+		Resumer:  a.resume,
 	}, st, a.Poller, m, reg, log)
 	return a, nil
 }
@@ -133,14 +137,26 @@ func (a *App) Background(ctx context.Context) error {
 // cancel every long-poll when it passed. WriteTimeout here is the backstop
 // for the first write (and bounds a TLS handshake's writes); the handler
 // extends it per write, and long-polls and output follows extend theirs.
+//
+// The server also serves, from now on, the connections of parked lease
+// polls handed back once answered (api/detach.go); closing or shutting it
+// down ends that too.
 func (a *App) HTTPServer() *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           a.Handler,
 		ReadHeaderTimeout: min(10*time.Second, a.cfg.ReadTimeout),
 		IdleTimeout:       a.cfg.IdleTimeout,
 		WriteTimeout:      a.cfg.WriteTimeout,
 	}
+	a.resume.serveWith(srv, resumedAddr{})
+	return srv
 }
+
+// resumedAddr is the address of the listener of handed-back connections.
+type resumedAddr struct{}
+
+func (resumedAddr) Network() string { return "resumed" }
+func (resumedAddr) String() string  { return "resumed" }
 
 // Run serves HTTP on cfg.Listen with the background loops until ctx ends,
 // then drains: parked polls answer empty at once, other requests get

@@ -20,7 +20,7 @@ type Notifier struct {
 	log      *slog.Logger
 
 	mu      sync.Mutex
-	waiters map[string]map[chan struct{}]struct{}
+	waiters map[string]map[<-chan struct{}]*waiter
 	// handlers are called with the payload of each notification on their
 	// channel; resyncs after anything may have been missed (see OnNotify).
 	handlers map[string][]func(payload string)
@@ -32,7 +32,15 @@ type Notifier struct {
 
 // NewNotifier prepares a notifier for channels on the database at url.
 func NewNotifier(url string, channels []string, log *slog.Logger) *Notifier {
-	return &Notifier{url: url, channels: channels, log: log, waiters: map[string]map[chan struct{}]struct{}{}}
+	return &Notifier{url: url, channels: channels, log: log, waiters: map[string]map[<-chan struct{}]*waiter{}}
+}
+
+// waiter is one subscription: its coalescing channel and, for a waiter
+// without a goroutine of its own (see OnWake), the function each signal
+// calls.
+type waiter struct {
+	ch chan struct{}
+	fn func()
 }
 
 // Key names what a waiter waits for: a notification on channel with payload.
@@ -47,10 +55,10 @@ func (n *Notifier) Subscribe(key string) (<-chan struct{}, func()) {
 	n.mu.Lock()
 	set := n.waiters[key]
 	if set == nil {
-		set = map[chan struct{}]struct{}{}
+		set = map[<-chan struct{}]*waiter{}
 		n.waiters[key] = set
 	}
-	set[ch] = struct{}{}
+	set[ch] = &waiter{ch: ch}
 	n.mu.Unlock()
 	return ch, func() {
 		n.mu.Lock()
@@ -59,6 +67,19 @@ func (n *Notifier) Subscribe(key string) (<-chan struct{}, func()) {
 			delete(n.waiters, key)
 		}
 		n.mu.Unlock()
+	}
+}
+
+// OnWake makes every later signal of the subscription ch (of key) also
+// call fn, so a waiter parked without a goroutine of its own learns of it.
+// fn is called with the notifier's lock held, on the signalling goroutine:
+// it must be quick and must not call the notifier (start a goroutine for
+// anything more). A cancelled subscription is left alone.
+func (n *Notifier) OnWake(key string, ch <-chan struct{}, fn func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w := n.waiters[key][ch]; w != nil {
+		w.fn = fn
 	}
 }
 
@@ -124,11 +145,14 @@ func (n *Notifier) Wake(key string) {
 	}
 }
 
-func signal(set map[chan struct{}]struct{}) {
-	for ch := range set {
+func signal(set map[<-chan struct{}]*waiter) {
+	for _, w := range set {
 		select {
-		case ch <- struct{}{}:
+		case w.ch <- struct{}{}:
 		default: // already signalled; the waiter will re-read anyway
+		}
+		if w.fn != nil {
+			w.fn()
 		}
 	}
 }

@@ -49,6 +49,10 @@ type Poller struct {
 	// idle holds, by node, the subscription of a poll that ended empty at
 	// its deadline, for the node's next poll (see Poll).
 	idle map[string]*idleSub
+	// detached holds the polls parked without a goroutine (PollOrPark),
+	// for the drain; drainWatched says drainDetached runs.
+	detached     map[*detachedPoll]struct{}
+	drainWatched bool
 }
 
 // idleSub is a subscription kept between two polls of an idle node.
@@ -70,37 +74,250 @@ type idleSub struct {
 // check; a notification lost in the gap is found by the safety check, as
 // for a parked poll.
 func (p *Poller) Poll(ctx context.Context, nodeID string, max int, wait time.Duration) ([]store.Command, error) {
+	cmds, _, err := p.PollOrPark(ctx, nodeID, max, wait, nil)
+	return cmds, err
+}
+
+// Detached is how a poll parked without a goroutine (PollOrPark) learns
+// about its client and is answered.
+type Detached struct {
+	// Gone reports that the client has left: a woken poll then ends
+	// without claiming, so no lease is taken for nobody.
+	Gone func() bool
+	// Answer is called once, on a goroutine of its own, with what the poll
+	// claimed — empty when its wait ended or the replica drains — or the
+	// claim's error. It must deliver the commands or release them.
+	Answer func(cmds []store.Command, err error)
+}
+
+// PollOrPark is Poll for a caller that can let go of its goroutine while
+// the poll waits. When nothing is claimable at once it calls detach; if
+// detach returns ok, the poll is parked on a few hundred bytes (its
+// subscription, a timer, the Detached) instead of a goroutine, parked is
+// true, and d.Answer is called later exactly as Poll would have returned.
+// Otherwise (detach nil or not ok) it waits as Poll does. A parked poll is
+// woken exactly as a waiting one — by a lookup of its node's subscription,
+// never a scan — and counts in Parked.
+func (p *Poller) PollOrPark(ctx context.Context, nodeID string, max int, wait time.Duration, detach func() (Detached, bool)) (cmds []store.Command, parked bool, err error) {
+	wait = spread(wait)
 	wake, cancel, claim := p.subscribe(nodeID)
 	keep := false
+	unpark := p.park()
 	defer func() {
+		if parked {
+			return // the parked poll owns the subscription and the count
+		}
+		unpark()
 		if keep {
 			p.keepIdle(nodeID, wake, cancel)
 		} else {
 			cancel()
 		}
 	}()
-	defer p.park()()
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
+	var deadline *time.Timer
 	for {
 		if claim {
 			cmds, err := p.Store.Claim(ctx, nodeID, max, p.TTL)
 			if err != nil || len(cmds) > 0 {
-				return cmds, err
+				return cmds, false, err
 			}
 		}
 		claim = true
+		if detach != nil {
+			if d, ok := detach(); ok {
+				p.detach(&detachedPoll{p: p, node: nodeID, max: max, d: d, wake: wake, cancel: cancel, unpark: unpark}, wait)
+				return nil, true, nil
+			}
+			detach = nil
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(wait)
+			defer deadline.Stop()
+		}
 		select {
 		case <-wake:
 		case <-deadline.C:
 			keep = true
-			return []store.Command{}, nil
+			return []store.Command{}, false, nil
 		case <-p.Draining:
-			return []store.Command{}, nil
+			return []store.Command{}, false, nil
 		case <-ctx.Done():
-			return []store.Command{}, ctx.Err()
+			return []store.Command{}, false, ctx.Err()
 		}
 	}
+}
+
+// spread shortens a long wait by up to a quarter, at random. An idle agent
+// polls again as soon as its empty answer comes, so the polls of a fleet
+// that parked together (a replica starting, a network blip) would otherwise
+// end and come back together every wait — each a request through HTTP and
+// authentication, thousands at once, with the memory of each in flight.
+// Spread, they drift apart and stay apart. A short wait is kept as asked.
+func spread(wait time.Duration) time.Duration {
+	if wait < 10*time.Second {
+		return wait
+	}
+	return wait - rand.N(wait/4)
+}
+
+// detachedPoll is a poll parked without a goroutine: a wake-up or its
+// timer starts one (run) for as long as a claim and the answer take.
+type detachedPoll struct {
+	p      *Poller
+	node   string
+	max    int
+	d      Detached
+	wake   <-chan struct{}
+	cancel func()
+	unpark func()
+	timer  *time.Timer
+
+	mu sync.Mutex
+	// busy: a goroutine runs the poll; a signal meanwhile is seen by it
+	// (through wake), so no second one starts.
+	busy bool
+	// expired: the wait ended, or the replica drains; answer empty unless
+	// a claim in flight finds something.
+	expired bool
+	done    bool
+}
+
+// detach parks dp until its node is signalled or wait passes.
+func (p *Poller) detach(dp *detachedPoll, wait time.Duration) {
+	// busy while being set up: a signal or the drain meanwhile only
+	// marks the poll, and is acted on below.
+	dp.busy = true
+	p.Notifier.OnWake(Key(store.NotifyChannel, dp.node), dp.wake, dp.kick)
+	p.mu.Lock()
+	if p.detached == nil {
+		p.detached = map[*detachedPoll]struct{}{}
+	}
+	p.detached[dp] = struct{}{}
+	if !p.drainWatched && p.Draining != nil {
+		p.drainWatched = true
+		go p.drainDetached()
+	}
+	p.mu.Unlock()
+	dp.timer = time.AfterFunc(wait, dp.expire)
+	dp.mu.Lock()
+	select {
+	case <-p.Draining:
+		dp.expired = true
+	default:
+	}
+	// A signal that came since the last claim is in wake.
+	dp.busy = dp.expired || len(dp.wake) > 0
+	start := dp.busy
+	dp.mu.Unlock()
+	if start {
+		go dp.run()
+	}
+}
+
+// drainDetached ends every parked poll with an empty answer once the
+// replica drains, as Poll does for a waiting one. (The only walk over all
+// parked polls: a wake-up is a lookup by node.)
+func (p *Poller) drainDetached() {
+	<-p.Draining
+	p.mu.Lock()
+	all := make([]*detachedPoll, 0, len(p.detached))
+	for dp := range p.detached {
+		all = append(all, dp)
+	}
+	p.mu.Unlock()
+	for _, dp := range all {
+		dp.expire()
+	}
+}
+
+// kick runs the poll after a signal, unless it runs already. It is called
+// with the notifier's lock held: it only starts a goroutine.
+func (dp *detachedPoll) kick() {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.done || dp.busy {
+		return
+	}
+	dp.busy = true
+	go dp.run()
+}
+
+// expire ends the wait: the poll answers empty, or with what a claim in
+// flight finds.
+func (dp *detachedPoll) expire() {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.done {
+		return
+	}
+	dp.expired = true
+	if !dp.busy {
+		dp.busy = true
+		go dp.run()
+	}
+}
+
+// run claims while the node is signalled, and answers once something is
+// claimed, the claim fails, or the wait is over; otherwise it parks again.
+func (dp *detachedPoll) run() {
+	ctx := context.Background() // the request's context ended with its handler
+	for {
+		select {
+		case <-dp.wake:
+			if dp.d.Gone != nil && dp.d.Gone() {
+				dp.end(nil, nil, false)
+				return
+			}
+			cmds, err := dp.p.Store.Claim(ctx, dp.node, dp.max, dp.p.TTL)
+			if err != nil || len(cmds) > 0 {
+				dp.end(cmds, err, false)
+				return
+			}
+			continue
+		default:
+		}
+		dp.mu.Lock()
+		if dp.expired {
+			dp.mu.Unlock()
+			draining := false
+			select {
+			case <-dp.p.Draining:
+				draining = true
+			default:
+			}
+			dp.end([]store.Command{}, nil, !draining)
+			return
+		}
+		dp.busy = false
+		// A signal sent while busy found nothing to start: look again.
+		if len(dp.wake) == 0 {
+			dp.mu.Unlock()
+			return
+		}
+		dp.busy = true
+		dp.mu.Unlock()
+	}
+}
+
+// end answers the poll and lets go of it; keep leaves its subscription for
+// the node's next poll, as Poll does at its deadline.
+func (dp *detachedPoll) end(cmds []store.Command, err error, keep bool) {
+	dp.mu.Lock()
+	dp.done = true
+	dp.mu.Unlock()
+	dp.timer.Stop()
+	p := dp.p
+	p.mu.Lock()
+	delete(p.detached, dp)
+	p.mu.Unlock()
+	p.Notifier.OnWake(Key(store.NotifyChannel, dp.node), dp.wake, nil)
+	dp.unpark()
+	if keep {
+		p.keepIdle(dp.node, dp.wake, dp.cancel)
+	} else {
+		dp.cancel()
+	}
+	dp.d.Answer(cmds, err)
 }
 
 // subscribe returns the node's wake-up channel: the subscription its last

@@ -295,3 +295,124 @@ func TestReconnectWakesOnlyNodesWithWork(t *testing.T) {
 		t.Fatalf("%d claims after the reconnect, want 1 (the node with work), not one per parked poll", calls-polls)
 	}
 }
+
+// TestSpreadLongWaits: a long wait ends somewhere in its last quarter, so
+// polls parked together do not all come back together; a short one is kept.
+func TestSpreadLongWaits(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		d := spread(30 * time.Second)
+		if d <= 22500*time.Millisecond || d > 30*time.Second {
+			t.Fatalf("spread(30s) = %s, want in (22.5s, 30s]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 100 {
+		t.Fatalf("spread(30s) took %d values in 1000 tries: not spread", len(seen))
+	}
+	if d := spread(5 * time.Second); d != 5*time.Second {
+		t.Fatalf("spread(5s) = %s, want 5s as asked", d)
+	}
+}
+
+// parkDetached runs PollOrPark with a detach that parks the poll off its
+// goroutine; its answer arrives on the returned channel.
+func parkDetached(t *testing.T, p *Poller, node string, wait time.Duration, gone func() bool) chan pollResult {
+	t.Helper()
+	ch := make(chan pollResult, 1)
+	cmds, parked, err := p.PollOrPark(context.Background(), node, 5, wait, func() (Detached, bool) {
+		return Detached{Gone: gone, Answer: func(cmds []store.Command, err error) { ch <- pollResult{cmds, err} }}, true
+	})
+	if !parked {
+		ch <- pollResult{cmds, err}
+	}
+	return ch
+}
+
+func answered(t *testing.T, ch chan pollResult) pollResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("a detached poll was not answered")
+		return pollResult{}
+	}
+}
+
+// TestDetachedPollWokenByItsNode: a poll parked off its goroutine is woken
+// by its own node's signal only, claims, and is answered with what it
+// claimed; it counts as parked meanwhile.
+func TestDetachedPollWokenByItsNode(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, _ := newPoller(c, time.Hour)
+	a := parkDetached(t, p, "node-a", time.Hour, nil)
+	b := parkDetached(t, p, "node-b", time.Hour, nil)
+	if got := p.Parked(); got != 2 {
+		t.Fatalf("Parked() = %d, want 2", got)
+	}
+	c.push("node-a", "x")
+	n.Wake(Key(store.NotifyChannel, "node-b"))
+	n.Wake(Key(store.NotifyChannel, "node-a"))
+	if r := answered(t, a); r.err != nil || len(r.cmds) != 1 || r.cmds[0].ID != "x" {
+		t.Fatalf("node A's poll: %+v, want command x", r)
+	}
+	select {
+	case r := <-b:
+		t.Fatalf("node B's poll answered %+v after a wake with nothing to claim", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if got := p.Parked(); got != 1 {
+		t.Fatalf("Parked() = %d, want node B's 1", got)
+	}
+}
+
+// TestDetachedPollEndsEmptyAndKeepsItsSubscription: at its deadline a
+// detached poll answers empty and leaves its subscription to the node's
+// next poll, which then parks without claiming.
+func TestDetachedPollEndsEmptyAndKeepsItsSubscription(t *testing.T) {
+	c := &fakeClaimer{}
+	p, _, _ := newPoller(c, time.Hour)
+	r := answered(t, parkDetached(t, p, "node-a", 50*time.Millisecond, nil))
+	if r.err != nil || len(r.cmds) != 0 {
+		t.Fatalf("got %+v, want an empty answer", r)
+	}
+	calls := c.calls
+	res := parkDetached(t, p, "node-a", time.Hour, nil)
+	if c.calls != calls {
+		t.Fatalf("the next poll claimed (%d claims, want %d): the kept subscription says nothing was queued", c.calls, calls)
+	}
+	p.Notifier.Wake(Key(store.NotifyChannel, "node-a"))
+	c.push("node-a", "y") // after the wake: the poll's claim may miss it; the next wake finds it
+	p.Notifier.Wake(Key(store.NotifyChannel, "node-a"))
+	if r := answered(t, res); len(r.cmds) != 1 {
+		t.Fatalf("got %+v, want command y", r)
+	}
+}
+
+// TestDetachedPollDrainsAndForgetsGoneClients: a draining replica answers
+// detached polls empty; a poll whose client left is not claimed for.
+func TestDetachedPollDrainsAndForgetsGoneClients(t *testing.T) {
+	c := &fakeClaimer{}
+	p, n, draining := newPoller(c, time.Hour)
+	gone := parkDetached(t, p, "node-a", time.Hour, func() bool { return true })
+	c.push("node-a", "x")
+	n.Wake(Key(store.NotifyChannel, "node-a"))
+	if r := answered(t, gone); len(r.cmds) != 0 {
+		t.Fatalf("a gone client's poll claimed %+v", r.cmds)
+	}
+	if got := len(c.queues["node-a"]); got != 1 {
+		t.Fatalf("%d commands left queued, want 1", got)
+	}
+	kept := parkDetached(t, p, "node-b", time.Hour, nil)
+	close(draining)
+	if r := answered(t, kept); r.err != nil || len(r.cmds) != 0 {
+		t.Fatalf("got %+v, want an empty answer on drain", r)
+	}
+	if r := answered(t, parkDetached(t, p, "node-b", time.Hour, nil)); len(r.cmds) != 0 {
+		t.Fatalf("a poll parked while draining got %+v", r)
+	}
+	if got := p.Parked(); got != 0 {
+		t.Fatalf("Parked() = %d after the drain, want 0", got)
+	}
+}

@@ -191,6 +191,19 @@ func StreamNumber(name string) int {
 // claimSQL leases up to $2 queued commands of node $1 for $3 milliseconds.
 // Every agent poll runs it: the subquery reads commands_queue_idx (the
 // node's queued rows in submit order) and the update goes by primary key.
+//
+// Its commit does not wait for its WAL to be flushed (synchronous_commit
+// off, set for this statement's own transaction by set_config): a lease is
+// not a promise anyone relies on before the start, and the start commits
+// synchronously, which flushes all WAL written before it, the claim's
+// included. So a claim a crash loses was never started: the start that
+// follows recovery finds the row as it was before the claim and is refused
+// (lease_lost). The command may then be claimed again under the same attempt
+// — attempts are counted in the row the crash rolled back — and the agent
+// that still holds the lost lease would be told yes to its start too; that
+// is why an agent runs one session per command and drops a lease for a
+// command it already runs (agent/worker). It takes a disk flush off every
+// command's path (docs/protocol.md, "What one command costs").
 const claimSQL = `
 	UPDATE commands c SET attempt = c.attempt + 1, leased_by = $1,
 		lease_expires_at = now() + $3 * interval '1 millisecond'
@@ -199,6 +212,7 @@ const claimSQL = `
 		WHERE node_id = $1 AND status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())
 		ORDER BY created_at LIMIT $2
 		FOR UPDATE SKIP LOCKED)
+		AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
 	RETURNING ` + commandCols + `, greatest(extract(epoch FROM now() - c.created_at), 0)::float8 AS queued_seconds`
 
 // Claim leases up to max queued commands of a node in submit order: one

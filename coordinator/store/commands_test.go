@@ -534,3 +534,62 @@ func TestFailLostGrace(t *testing.T) {
 		t.Fatalf("past the grace: failed %v (%v), want the command", ids, err)
 	}
 }
+
+// TestClaimCommitsWithoutWaitingForFlush: the claim's transaction commits
+// with synchronous_commit off — it does not wait for its WAL to reach disk
+// (see claimSQL for why at-most-once holds) — and turns it off for itself
+// only.
+func TestClaimCommitsWithoutWaitingForFlush(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.enqueue("true")
+	tx, err := f.st.db.BeginTxx(f.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var cs []Command
+	if err := tx.SelectContext(f.ctx, &cs, claimSQL, f.node.ID, 1, testTTL.Milliseconds()); err != nil || len(cs) != 1 {
+		t.Fatalf("claim: %v %v", cs, err)
+	}
+	var mode string
+	if err := tx.GetContext(f.ctx, &mode, `SHOW synchronous_commit`); err != nil || mode != "off" {
+		t.Fatalf("synchronous_commit in the claim's transaction = %q (%v), want off", mode, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.db.GetContext(f.ctx, &mode, `SHOW synchronous_commit`); err != nil || mode != "on" {
+		t.Fatalf("synchronous_commit after the claim = %q (%v), want on: the claim must not change it for others", mode, err)
+	}
+}
+
+// TestLostClaimIsNeverStarted: a claim lost in a crash (its row as it was
+// before the claim, since its commit had not reached disk) cannot be
+// started: start requires the lease the claim wrote. Claimed again, the
+// command gets the same attempt, so two leases may name it alike — which is
+// why an agent runs one session per command (agent/worker) — and start says
+// yes to the new one.
+func TestLostClaimIsNeverStarted(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c := f.enqueue("true")
+	cs, err := f.st.Claim(f.ctx, f.node.ID, 1, testTTL)
+	if err != nil || len(cs) != 1 || cs[0].Attempt != 1 {
+		t.Fatalf("claim: %v %v", cs, err)
+	}
+	// What recovery shows when the claim's commit was lost.
+	if _, err := f.st.db.ExecContext(f.ctx, `UPDATE commands SET attempt = 0, leased_by = NULL, lease_expires_at = NULL WHERE id = $1`, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Start(f.ctx, c.ID, f.node.ID, 1, testTTL); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("start under the lost claim: %v, want ErrLeaseLost", err)
+	}
+	cs, err = f.st.Claim(f.ctx, f.node.ID, 1, testTTL)
+	if err != nil || len(cs) != 1 || cs[0].Attempt != 1 {
+		t.Fatalf("claim again: %v %v, want attempt 1 again", cs, err)
+	}
+	if _, err := f.st.Start(f.ctx, c.ID, f.node.ID, 1, testTTL); err != nil {
+		t.Fatalf("start under the new claim: %v", err)
+	}
+}

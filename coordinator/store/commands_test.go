@@ -543,7 +543,18 @@ func TestClaimCommitsWithoutWaitingForFlush(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	f.enqueue("true")
-	tx, err := f.st.db.BeginTxx(f.ctx, nil)
+	// One connection whose own setting is on, whatever the server's default
+	// (the test cluster runs with synchronous_commit off): the claim must
+	// turn it off for its transaction alone.
+	conn, err := f.st.db.Connx(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(f.ctx, `SET synchronous_commit = on`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.BeginTxx(f.ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +570,7 @@ func TestClaimCommitsWithoutWaitingForFlush(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.st.db.GetContext(f.ctx, &mode, `SHOW synchronous_commit`); err != nil || mode != "on" {
+	if err := conn.GetContext(f.ctx, &mode, `SHOW synchronous_commit`); err != nil || mode != "on" {
 		t.Fatalf("synchronous_commit after the claim = %q (%v), want on: the claim must not change it for others", mode, err)
 	}
 }

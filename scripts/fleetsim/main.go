@@ -45,6 +45,7 @@ type config struct {
 	pgbenchTime  time.Duration
 	pgbenchConns int
 	keep         bool
+	seedRows     int64
 	workDir      string
 }
 
@@ -66,6 +67,7 @@ func main() {
 	flag.DurationVar(&c.pgbenchTime, "pgbench", 10*time.Second, "pgbench -N duration (0 = skip)")
 	flag.IntVar(&c.pgbenchConns, "pgbench-clients", 8, "pgbench -c")
 	flag.BoolVar(&c.keep, "keep", false, "keep the run's database")
+	flag.Int64Var(&c.seedRows, "seed-rows", 0, "fill the job table with this many finished commands (VACUUM ANALYZEd) before the replicas start: a grown history")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -93,8 +95,8 @@ func run(ctx context.Context, c config) error {
 	if c.adminURL == "" {
 		return errors.New("no -admin-url (or TEST_DATABASE_URL): `make bench-fleet` passes the dev cluster's")
 	}
-	if c.replicas < 1 || c.replicas > 2 || c.nodes < 0 || c.containers < 1 {
-		return errors.New("want -replicas 1 or 2, -n >= 0, -containers >= 1")
+	if c.replicas < 1 || c.replicas > 2 || c.nodes < 0 || c.containers < 1 || c.seedRows < 0 {
+		return errors.New("want -replicas 1 or 2, -n >= 0, -containers >= 1, -seed-rows >= 0")
 	}
 	if c.idle {
 		c.replicas = 1
@@ -188,6 +190,11 @@ func (f *fleet) setup(ctx context.Context) error {
 	}
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if c.seedRows > 0 {
+		if err := f.seed(ctx, c.seedRows); err != nil {
+			return err
+		}
 	}
 	for i := range c.replicas {
 		r, err := startReplica(ctx, c.bin, dbURL, filepath.Join(c.workDir, fmt.Sprintf("coordinator-%d.log", i)), nil)

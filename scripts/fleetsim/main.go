@@ -67,7 +67,7 @@ func main() {
 	flag.DurationVar(&c.pgbenchTime, "pgbench", 10*time.Second, "pgbench -N duration (0 = skip)")
 	flag.IntVar(&c.pgbenchConns, "pgbench-clients", 8, "pgbench -c")
 	flag.BoolVar(&c.keep, "keep", false, "keep the run's database")
-	flag.Int64Var(&c.seedRows, "seed-rows", 0, "fill the job table with this many finished commands (VACUUM ANALYZEd) before the replicas start: a grown history")
+	flag.Int64Var(&c.seedRows, "seed-rows", 0, "measure the work twice in one run: on the empty job table, then after filling it with this many finished commands (a grown history), and compare")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -100,6 +100,9 @@ func run(ctx context.Context, c config) error {
 	}
 	if c.idle {
 		c.replicas = 1
+		if c.seedRows > 0 {
+			return errors.New("-seed-rows compares work runs; it does not apply to -idle")
+		}
 	}
 	limit, err := raiseOpenFiles(1 << 20)
 	if err != nil {
@@ -137,6 +140,9 @@ func run(ctx context.Context, c config) error {
 			r.stop()
 		}
 	}()
+	if c.seedRows > 0 {
+		return f.compareSeeded(ctx)
+	}
 	var res results
 	if c.idle {
 		err = f.idle(ctx, &res)
@@ -190,11 +196,6 @@ func (f *fleet) setup(ctx context.Context) error {
 	}
 	if err := g.Wait(); err != nil {
 		return err
-	}
-	if c.seedRows > 0 {
-		if err := f.seed(ctx, c.seedRows); err != nil {
-			return err
-		}
 	}
 	for i := range c.replicas {
 		r, err := startReplica(ctx, c.bin, dbURL, filepath.Join(c.workDir, fmt.Sprintf("coordinator-%d.log", i)), nil)
@@ -591,4 +592,58 @@ func (f *fleet) printErrors() {
 	for _, e := range all {
 		fmt.Printf("  error ×%d: %s\n", e.n, e.k)
 	}
+}
+
+// compareSeeded measures the same work twice with the same fleet and
+// replicas: on the (nearly) empty job table, then after seeding it with
+// -seed-rows finished commands. Each pass has its own pgbench run, and
+// starts from a CHECKPOINT, so neither inherits the other's dirty pages
+// (the seed writes gigabytes). It prints both and their ratios.
+func (f *fleet) compareSeeded(ctx context.Context) error {
+	c := f.cfg
+	var runs [2]results
+	for i := range runs {
+		if i == 1 {
+			if err := f.seed(ctx, c.seedRows); err != nil {
+				return err
+			}
+			runs[i].seeded = c.seedRows
+			f.rec.reset()
+		}
+		if err := f.cl.checkpoint(ctx); err != nil {
+			return err
+		}
+		if err := f.work(ctx, &runs[i]); err != nil {
+			return err
+		}
+		if c.pgbenchTime > 0 {
+			fmt.Printf("pgbench -N -c %d for %s on the same cluster...\n", c.pgbenchConns, c.pgbenchTime)
+			var err error
+			if runs[i].pgbenchTPS, err = f.cl.pgbench(ctx, c.pgbenchConns, c.pgbenchTime); err != nil {
+				return err
+			}
+		}
+		runs[i].refused = f.refused.Swap(0)
+		runs[i].print(c)
+	}
+	a, b := runs[0], runs[1]
+	ratio := func(x, y float64) string {
+		if y == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f", x/y)
+	}
+	rate := func(r results) float64 { return float64(r.jobs) / r.window.Seconds() }
+	fmt.Printf("\nseeded ÷ empty (1.00 = unchanged; within 0.90–1.10 is the target):\n")
+	fmt.Printf("  jobs/s                    %s\n", ratio(rate(b), rate(a)))
+	if a.pgbenchTPS > 0 && b.pgbenchTPS > 0 {
+		fmt.Printf("  jobs/s ÷ pgbench tps      %s  (pgbench %s)\n", ratio(rate(b)/b.pgbenchTPS, rate(a)/a.pgbenchTPS), ratio(b.pgbenchTPS, a.pgbenchTPS))
+	}
+	fmt.Printf("  dispatch p50 / p99        %s / %s\n",
+		ratio(float64(quantile(b.dispatch, .5)), float64(quantile(a.dispatch, .5))),
+		ratio(float64(quantile(b.dispatch, .99)), float64(quantile(a.dispatch, .99))))
+	fmt.Printf("  commits per job           %s\n", ratio(float64(b.commits)/float64(max(b.jobs, 1)), float64(a.commits)/float64(max(a.jobs, 1))))
+	fmt.Printf("  coordinator CPU per job   %s\n", ratio(b.cpu/float64(max(b.jobs, 1)), a.cpu/float64(max(a.jobs, 1))))
+	f.printErrors()
+	return nil
 }

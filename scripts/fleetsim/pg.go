@@ -53,6 +53,13 @@ func (c *cluster) drop(ctx context.Context, name string) error {
 	return err
 }
 
+// checkpoint flushes every dirty page now, so a measured window does not
+// pay for writes made before it.
+func (c *cluster) checkpoint(ctx context.Context) error {
+	_, err := c.admin.ExecContext(ctx, "CHECKPOINT")
+	return err
+}
+
 // commits is the database's committed transactions so far. PostgreSQL
 // publishes a backend's counts at most once a second, so callers let a
 // second pass before and after the window they measure.

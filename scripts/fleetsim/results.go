@@ -22,6 +22,7 @@ type results struct {
 	submitErrors        int64
 	refused             int64 // submits answered 429 and retried
 	pgbenchTPS          float64
+	seeded              int64 // finished commands seeded before the run
 	// idle mode
 	idleBase, idleParked      idleFigures
 	idleWindow                time.Duration
@@ -53,7 +54,7 @@ func (r *results) print(c config) {
 		mode = fmt.Sprintf("%.0f/s offered for %s", c.rate, c.duration)
 	}
 	fmt.Printf("fleet: %d agents × %d containers, %d replica(s), %s, exec %s, heartbeat %v, %d finished commands seeded\n",
-		c.nodes, c.containers, c.replicas, mode, c.exec, c.heartbeat, c.seedRows)
+		c.nodes, c.containers, c.replicas, mode, c.exec, c.heartbeat, r.seeded)
 	fmt.Printf("  jobs/s end to end         %.0f  (%d jobs in %.1fs)\n", jobsPerSec, r.jobs, r.window.Seconds())
 	fmt.Printf("  dispatch p50/p99          %s / %s  (submit → leased)\n", ms(quantile(r.dispatch, .5)), ms(quantile(r.dispatch, .99)))
 	fmt.Printf("  end to end p50/p99        %s / %s  (submit → finished)\n", ms(quantile(r.e2e, .5)), ms(quantile(r.e2e, .99)))

@@ -41,8 +41,9 @@ const secondaryIndexesSQL = `
 		AND NOT EXISTS (SELECT 1 FROM pg_constraint c
 			WHERE c.conrelid = 'commands'::regclass AND c.conname = i.indexname)`
 
-// seed fills the run's job table with rows finished commands before the
-// replicas start, then VACUUM ANALYZEs it: the planner sees the table as
+// seed fills the run's job table with rows finished commands (between two
+// measured passes: the agents are stopped, the replicas idle), then VACUUM
+// ANALYZEs it: the planner sees the table as
 // it is, and autovacuum, which 5 million fresh rows would otherwise set off
 // in the middle of the measured window, has nothing left to do. It is the
 // steady state of a table that grew over time, reached in minutes: the

@@ -153,8 +153,9 @@ type QueueStats struct {
 }
 
 // statsSQL is read at every /metrics scrape of every replica. Each figure
-// is read from commands_live_idx, which holds only queued and running rows,
-// so its cost follows the live queue, not the table's history.
+// is read through an index on status (or one that holds only queued or
+// running rows), so its cost follows the live queue, not the table's
+// history.
 const statsSQL = `
 	SELECT (SELECT count(*) FROM commands WHERE status = 'queued') AS queued,
 	       (SELECT count(*) FROM commands WHERE status = 'running') AS running,

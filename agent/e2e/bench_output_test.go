@@ -18,7 +18,7 @@ import (
 	"github.com/execq/execq/agent/runc/runctest"
 	"github.com/execq/execq/shared"
 
-	_ "github.com/lib/pq" // PostgreSQL driver for the floor
+	"github.com/lib/pq"
 )
 
 // BenchmarkOutput64MiB measures bulk output against the physical floor in
@@ -191,11 +191,20 @@ func (s *stack) routeSeconds(suffix string) float64 {
 // one UPDATE, on a scratch table of the database at url (dropped after).
 func pgFloor(b *testing.B, url string, size int) (store, fold time.Duration) {
 	b.Helper()
-	db, err := sql.Open("postgres", url)
+	// Binary parameters, as the coordinator's store sends them: the bytes
+	// go raw, not as hex text twice their size.
+	cfg, err := pq.NewConfig(url)
 	if err != nil {
 		b.Fatal(err)
 	}
+	cfg.BinaryParameters = true
+	connector, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := sql.OpenDB(connector)
 	defer db.Close()
+	db.SetMaxOpenConns(1)
 	ctx := context.Background()
 	for _, q := range []string{
 		`DROP TABLE IF EXISTS bench_floor_chunks, bench_floor_record`,

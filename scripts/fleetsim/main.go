@@ -279,6 +279,7 @@ type snapshot struct {
 	cpu     float64
 	self    float64 // the simulator's own CPU seconds
 	commits int64
+	buffers int64 // shared buffers touched by the database's statements
 }
 
 func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
@@ -291,7 +292,8 @@ func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
 		s.cpu += cpu
 	}
 	var err error
-	s.commits, err = f.cl.commits(ctx, f.dbName)
+	db, err := f.cl.stats(ctx, f.dbName)
+	s.commits, s.buffers = db.commits, db.buffers
 	return s, err
 }
 
@@ -424,6 +426,7 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 		return err
 	}
 	res.commits = end.commits - start.commits
+	res.buffers = end.buffers - start.buffers
 	stopAgents()
 	return nil
 }
@@ -643,6 +646,8 @@ func (f *fleet) compareSeeded(ctx context.Context) error {
 		ratio(float64(quantile(b.dispatch, .5)), float64(quantile(a.dispatch, .5))),
 		ratio(float64(quantile(b.dispatch, .99)), float64(quantile(a.dispatch, .99))))
 	fmt.Printf("  commits per job           %s\n", ratio(float64(b.commits)/float64(max(b.jobs, 1)), float64(a.commits)/float64(max(a.jobs, 1))))
+	fmt.Printf("  buffers touched per job   %s  (the database's work, whatever the machine's load)\n",
+		ratio(float64(b.buffers)/float64(max(b.jobs, 1)), float64(a.buffers)/float64(max(a.jobs, 1))))
 	fmt.Printf("  coordinator CPU per job   %s\n", ratio(b.cpu/float64(max(b.jobs, 1)), a.cpu/float64(max(a.jobs, 1))))
 	f.printErrors()
 	return nil

@@ -60,18 +60,25 @@ func (c *cluster) checkpoint(ctx context.Context) error {
 	return err
 }
 
-// commits is the database's committed transactions so far. PostgreSQL
-// publishes a backend's counts at most once a second, so callers let a
-// second pass before and after the window they measure.
-func (c *cluster) commits(ctx context.Context, name string) (int64, error) {
-	var n int64
+// dbStats are a database's cumulative counters: committed transactions,
+// and the shared buffers its statements touched (hits and reads) — the work
+// its queries did, which unlike time does not depend on the machine's load.
+type dbStats struct {
+	commits, buffers int64
+}
+
+// stats reads the database's counters. PostgreSQL publishes a backend's
+// counts at most once a second, so callers let a second pass before and
+// after the window they measure.
+func (c *cluster) stats(ctx context.Context, name string) (dbStats, error) {
+	var s dbStats
 	// A new snapshot each time: the statistics of a transaction are
 	// otherwise frozen at their first read.
 	if _, err := c.admin.ExecContext(ctx, "SELECT pg_stat_clear_snapshot()"); err != nil {
-		return 0, err
+		return s, err
 	}
-	err := c.admin.QueryRowContext(ctx, "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", name).Scan(&n)
-	return n, err
+	err := c.admin.QueryRowContext(ctx, "SELECT xact_commit, blks_hit + blks_read FROM pg_stat_database WHERE datname = $1", name).Scan(&s.commits, &s.buffers)
+	return s, err
 }
 
 // connections counts the client connections to database name: all of them

@@ -19,6 +19,7 @@ type results struct {
 	meanIdleInTx        float64
 	simCPU              float64 // the simulator's CPU seconds over the window
 	commits             int64
+	buffers             int64 // shared buffers touched (blks_hit + blks_read)
 	submitErrors        int64
 	refused             int64 // submits answered 429 and retried
 	pgbenchTPS          float64
@@ -61,6 +62,7 @@ func (r *results) print(c config) {
 	if r.jobs > 0 {
 		fmt.Printf("  coordinator CPU           %.2f s per 1,000 jobs  (%.2f cores)\n", r.cpu/float64(r.jobs)*1000, r.cpu/r.window.Seconds())
 		fmt.Printf("  commits per job           %.2f  (xact_commit delta %d)\n", float64(r.commits)/float64(r.jobs), r.commits)
+		fmt.Printf("  buffers touched per job   %.0f  (blks_hit + blks_read)\n", float64(r.buffers)/float64(r.jobs))
 	}
 	fmt.Printf("  coordinator RSS           %.0f MiB (peak %.0f MiB)\n", r.rss, r.peakRSS)
 	fmt.Printf("  PostgreSQL connections    max %d open, max %d active; mean %.1f active, %.1f idle in transaction\n", r.maxConns, r.maxActive, r.meanActive, r.meanIdleInTx)

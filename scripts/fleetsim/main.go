@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -89,6 +90,7 @@ type fleet struct {
 	user     string       // admin token for submits
 	refused  atomic.Int64 // submits answered 429, retried
 	http     *http.Client
+	runDB    *sql.DB // the measured database, for its per-relation statistics
 }
 
 func run(ctx context.Context, c config) error {
@@ -130,6 +132,11 @@ func run(ctx context.Context, c config) error {
 	if !c.keep {
 		defer f.cl.drop(context.WithoutCancel(ctx), f.dbName)
 	}
+	defer func() {
+		if f.runDB != nil {
+			f.runDB.Close()
+		}
+	}()
 	fmt.Printf("fleetsim: %d agents × %d containers, %d replica(s), %d CPUs, database %s, logs in %s\n",
 		c.nodes, c.containers, c.replicas, runtime.NumCPU(), f.dbName, c.workDir)
 	if err := f.setup(ctx); err != nil {
@@ -280,6 +287,8 @@ type snapshot struct {
 	self    float64 // the simulator's own CPU seconds
 	commits int64
 	buffers int64 // shared buffers touched by the database's statements
+	// relations are the buffers touched per table and index.
+	relations map[string]int64
 }
 
 func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
@@ -294,6 +303,17 @@ func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
 	var err error
 	db, err := f.cl.stats(ctx, f.dbName)
 	s.commits, s.buffers = db.commits, db.buffers
+	if err != nil {
+		return s, err
+	}
+	if f.runDB == nil {
+		f.runDB, err = sql.Open("postgres", f.cl.urlFor(f.dbName))
+		if err != nil {
+			return s, err
+		}
+		f.runDB.SetMaxOpenConns(1)
+	}
+	s.relations, err = relationBuffers(ctx, f.runDB)
 	return s, err
 }
 
@@ -427,6 +447,12 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 	}
 	res.commits = end.commits - start.commits
 	res.buffers = end.buffers - start.buffers
+	res.relations = map[string]int64{}
+	for name, n := range end.relations {
+		if d := n - start.relations[name]; d > 0 {
+			res.relations[name] = d
+		}
+	}
 	stopAgents()
 	return nil
 }

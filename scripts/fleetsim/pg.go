@@ -81,6 +81,36 @@ func (c *cluster) stats(ctx context.Context, name string) (dbStats, error) {
 	return s, err
 }
 
+// relationBuffersSQL is what each table and index of the current database
+// has touched in shared buffers (hits and reads), by name.
+const relationBuffersSQL = `
+	SELECT relname, coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0) FROM pg_statio_user_tables
+	UNION ALL
+	SELECT indexrelname, coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0) FROM pg_statio_user_indexes`
+
+// relationBuffers reads relationBuffersSQL on db (a connection to the
+// measured database: these views cover only the database they are read in).
+func relationBuffers(ctx context.Context, db *sql.DB) (map[string]int64, error) {
+	if _, err := db.ExecContext(ctx, "SELECT pg_stat_clear_snapshot()"); err != nil {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, relationBuffersSQL)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var n int64
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, err
+		}
+		m[name] += n
+	}
+	return m, rows.Err()
+}
+
 // connections counts the client connections to database name: all of them
 // and those running a statement now.
 func (c *cluster) connections(ctx context.Context, name string) (total, active int, err error) {

@@ -249,7 +249,7 @@ func newPGPair(t testing.TB) *pgPair {
 		"listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nwal_level = replica\nhot_standby = on\n", p.ports[0], dir))
 	p.ctl(0, "start")
 	p.exec(0, "CREATE DATABASE execq")
-	p.must("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.ports[0]), "-U", "postgres", "-D", p.data(1), "-R", "-X", "stream")
+	p.must("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.ports[0]), "-U", "postgres", "-D", p.data(1), "-R", "-X", "stream", "-c", "fast")
 	// The last setting of a name in a file wins.
 	p.appendConf(p.data(1)+"/postgresql.auto.conf", fmt.Sprintf(
 		"port = %d\nprimary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=standby1'\n", p.ports[1], p.ports[0]))

@@ -136,6 +136,9 @@ type stackOptions struct {
 	env       []string // extra EXECQ_* settings for the coordinator
 	// tls serves the stack over HTTPS (tls_test.go).
 	tls *stackTLS
+	// dbURL is the coordinator's database (empty: a fresh one on the test
+	// cluster); failover_test.go points it at a primary and its standby.
+	dbURL string
 }
 
 // stack is a coordinator on its own database, a user and a node identity,
@@ -167,7 +170,10 @@ func newStack(t testing.TB, opt stackOptions) *stack {
 	if opt.heartbeat == 0 {
 		opt.heartbeat = opt.leaseTTL / 3
 	}
-	s := &stack{t: t, dbURL: testpg.New(t), addr: freeAddr(t), runcRoot: runctest.NewRoot(t),
+	if opt.dbURL == "" {
+		opt.dbURL = testpg.New(t)
+	}
+	s := &stack{t: t, dbURL: opt.dbURL, addr: freeAddr(t), runcRoot: runctest.NewRoot(t),
 		workDir: t.TempDir(), client: &http.Client{Timeout: 60 * time.Second}}
 	s.coordEnv = []string{
 		"EXECQ_DATABASE_URL=" + s.dbURL,

@@ -29,6 +29,17 @@ func newRecorder() *recorder {
 	return &recorder{submitted: map[string]time.Time{}, leased: map[string]time.Time{}, finished: map[string]time.Time{}}
 }
 
+// reset forgets every command seen, for a second measured pass; the
+// errors are kept (printed once, for the whole run).
+func (r *recorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.submitted)
+	clear(r.leased)
+	clear(r.finished)
+	r.done.Store(0)
+}
+
 func (r *recorder) mark(m map[string]time.Time, id string, t time.Time) {
 	r.mu.Lock()
 	m[id] = t

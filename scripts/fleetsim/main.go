@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -45,6 +46,7 @@ type config struct {
 	pgbenchTime  time.Duration
 	pgbenchConns int
 	keep         bool
+	seedRows     int64
 	workDir      string
 }
 
@@ -66,6 +68,7 @@ func main() {
 	flag.DurationVar(&c.pgbenchTime, "pgbench", 10*time.Second, "pgbench -N duration (0 = skip)")
 	flag.IntVar(&c.pgbenchConns, "pgbench-clients", 8, "pgbench -c")
 	flag.BoolVar(&c.keep, "keep", false, "keep the run's database")
+	flag.Int64Var(&c.seedRows, "seed-rows", 0, "measure the work twice in one run: on the empty job table, then after filling it with this many finished commands (a grown history), and compare")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -87,17 +90,21 @@ type fleet struct {
 	user     string       // admin token for submits
 	refused  atomic.Int64 // submits answered 429, retried
 	http     *http.Client
+	runDB    *sql.DB // the measured database, for its per-relation statistics
 }
 
 func run(ctx context.Context, c config) error {
 	if c.adminURL == "" {
 		return errors.New("no -admin-url (or TEST_DATABASE_URL): `make bench-fleet` passes the dev cluster's")
 	}
-	if c.replicas < 1 || c.replicas > 2 || c.nodes < 0 || c.containers < 1 {
-		return errors.New("want -replicas 1 or 2, -n >= 0, -containers >= 1")
+	if c.replicas < 1 || c.replicas > 2 || c.nodes < 0 || c.containers < 1 || c.seedRows < 0 {
+		return errors.New("want -replicas 1 or 2, -n >= 0, -containers >= 1, -seed-rows >= 0")
 	}
 	if c.idle {
 		c.replicas = 1
+		if c.seedRows > 0 {
+			return errors.New("-seed-rows compares work runs; it does not apply to -idle")
+		}
 	}
 	limit, err := raiseOpenFiles(1 << 20)
 	if err != nil {
@@ -125,6 +132,11 @@ func run(ctx context.Context, c config) error {
 	if !c.keep {
 		defer f.cl.drop(context.WithoutCancel(ctx), f.dbName)
 	}
+	defer func() {
+		if f.runDB != nil {
+			f.runDB.Close()
+		}
+	}()
 	fmt.Printf("fleetsim: %d agents × %d containers, %d replica(s), %d CPUs, database %s, logs in %s\n",
 		c.nodes, c.containers, c.replicas, runtime.NumCPU(), f.dbName, c.workDir)
 	if err := f.setup(ctx); err != nil {
@@ -135,6 +147,9 @@ func run(ctx context.Context, c config) error {
 			r.stop()
 		}
 	}()
+	if c.seedRows > 0 {
+		return f.compareSeeded(ctx)
+	}
 	var res results
 	if c.idle {
 		err = f.idle(ctx, &res)
@@ -272,6 +287,9 @@ type snapshot struct {
 	self    float64 // the simulator's own CPU seconds
 	commits int64
 	pgCPU   map[int]float64 // PostgreSQL's processes' CPU seconds
+	buffers int64           // shared buffers touched by the database's statements
+	// relations are the buffers touched per table and index.
+	relations map[string]int64
 }
 
 func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
@@ -287,7 +305,19 @@ func (f *fleet) snapshot(ctx context.Context) (snapshot, error) {
 	if s.pgCPU, err = f.cl.serverCPU(ctx); err != nil {
 		return s, err
 	}
-	s.commits, err = f.cl.commits(ctx, f.dbName)
+	db, err := f.cl.stats(ctx, f.dbName)
+	s.commits, s.buffers = db.commits, db.buffers
+	if err != nil {
+		return s, err
+	}
+	if f.runDB == nil {
+		f.runDB, err = sql.Open("postgres", f.cl.urlFor(f.dbName))
+		if err != nil {
+			return s, err
+		}
+		f.runDB.SetMaxOpenConns(1)
+	}
+	s.relations, err = relationBuffers(ctx, f.runDB)
 	return s, err
 }
 
@@ -423,6 +453,13 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 	// Up to the end snapshot, so it includes the settling pause: PostgreSQL
 	// idles through it.
 	res.pgCPU = cpuSince(start.pgCPU, end.pgCPU)
+	res.buffers = end.buffers - start.buffers
+	res.relations = map[string]int64{}
+	for name, n := range end.relations {
+		if d := n - start.relations[name]; d > 0 {
+			res.relations[name] = d
+		}
+	}
 	stopAgents()
 	return nil
 }
@@ -591,4 +628,60 @@ func (f *fleet) printErrors() {
 	for _, e := range all {
 		fmt.Printf("  error ×%d: %s\n", e.n, e.k)
 	}
+}
+
+// compareSeeded measures the same work twice with the same fleet and
+// replicas: on the (nearly) empty job table, then after seeding it with
+// -seed-rows finished commands. Each pass has its own pgbench run, and
+// starts from a CHECKPOINT, so neither inherits the other's dirty pages
+// (the seed writes gigabytes). It prints both and their ratios.
+func (f *fleet) compareSeeded(ctx context.Context) error {
+	c := f.cfg
+	var runs [2]results
+	for i := range runs {
+		if i == 1 {
+			if err := f.seed(ctx, c.seedRows); err != nil {
+				return err
+			}
+			runs[i].seeded = c.seedRows
+			f.rec.reset()
+		}
+		if err := f.cl.checkpoint(ctx); err != nil {
+			return err
+		}
+		if err := f.work(ctx, &runs[i]); err != nil {
+			return err
+		}
+		if c.pgbenchTime > 0 {
+			fmt.Printf("pgbench -N -c %d for %s on the same cluster...\n", c.pgbenchConns, c.pgbenchTime)
+			var err error
+			if runs[i].pgbenchTPS, err = f.cl.pgbench(ctx, c.pgbenchConns, c.pgbenchTime); err != nil {
+				return err
+			}
+		}
+		runs[i].refused = f.refused.Swap(0)
+		runs[i].print(c)
+	}
+	a, b := runs[0], runs[1]
+	ratio := func(x, y float64) string {
+		if y == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f", x/y)
+	}
+	rate := func(r results) float64 { return float64(r.jobs) / r.window.Seconds() }
+	fmt.Printf("\nseeded ÷ empty (1.00 = unchanged; within 0.90–1.10 is the target):\n")
+	fmt.Printf("  jobs/s                    %s\n", ratio(rate(b), rate(a)))
+	if a.pgbenchTPS > 0 && b.pgbenchTPS > 0 {
+		fmt.Printf("  jobs/s ÷ pgbench tps      %s  (pgbench %s)\n", ratio(rate(b)/b.pgbenchTPS, rate(a)/a.pgbenchTPS), ratio(b.pgbenchTPS, a.pgbenchTPS))
+	}
+	fmt.Printf("  dispatch p50 / p99        %s / %s\n",
+		ratio(float64(quantile(b.dispatch, .5)), float64(quantile(a.dispatch, .5))),
+		ratio(float64(quantile(b.dispatch, .99)), float64(quantile(a.dispatch, .99))))
+	fmt.Printf("  commits per job           %s\n", ratio(float64(b.commits)/float64(max(b.jobs, 1)), float64(a.commits)/float64(max(a.jobs, 1))))
+	fmt.Printf("  buffers touched per job   %s  (the database's work, whatever the machine's load)\n",
+		ratio(float64(b.buffers)/float64(max(b.jobs, 1)), float64(a.buffers)/float64(max(a.jobs, 1))))
+	fmt.Printf("  coordinator CPU per job   %s\n", ratio(b.cpu/float64(max(b.jobs, 1)), a.cpu/float64(max(a.jobs, 1))))
+	f.printErrors()
+	return nil
 }

@@ -53,18 +53,62 @@ func (c *cluster) drop(ctx context.Context, name string) error {
 	return err
 }
 
-// commits is the database's committed transactions so far. PostgreSQL
-// publishes a backend's counts at most once a second, so callers let a
-// second pass before and after the window they measure.
-func (c *cluster) commits(ctx context.Context, name string) (int64, error) {
-	var n int64
+// checkpoint flushes every dirty page now, so a measured window does not
+// pay for writes made before it.
+func (c *cluster) checkpoint(ctx context.Context) error {
+	_, err := c.admin.ExecContext(ctx, "CHECKPOINT")
+	return err
+}
+
+// dbStats are a database's cumulative counters: committed transactions,
+// and the shared buffers its statements touched (hits and reads) — the work
+// its queries did, which unlike time does not depend on the machine's load.
+type dbStats struct {
+	commits, buffers int64
+}
+
+// stats reads the database's counters. PostgreSQL publishes a backend's
+// counts at most once a second, so callers let a second pass before and
+// after the window they measure.
+func (c *cluster) stats(ctx context.Context, name string) (dbStats, error) {
+	var s dbStats
 	// A new snapshot each time: the statistics of a transaction are
 	// otherwise frozen at their first read.
 	if _, err := c.admin.ExecContext(ctx, "SELECT pg_stat_clear_snapshot()"); err != nil {
-		return 0, err
+		return s, err
 	}
-	err := c.admin.QueryRowContext(ctx, "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", name).Scan(&n)
-	return n, err
+	err := c.admin.QueryRowContext(ctx, "SELECT xact_commit, blks_hit + blks_read FROM pg_stat_database WHERE datname = $1", name).Scan(&s.commits, &s.buffers)
+	return s, err
+}
+
+// relationBuffersSQL is what each table and index of the current database
+// has touched in shared buffers (hits and reads), by name.
+const relationBuffersSQL = `
+	SELECT relname, coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0) FROM pg_statio_user_tables
+	UNION ALL
+	SELECT indexrelname, coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0) FROM pg_statio_user_indexes`
+
+// relationBuffers reads relationBuffersSQL on db (a connection to the
+// measured database: these views cover only the database they are read in).
+func relationBuffers(ctx context.Context, db *sql.DB) (map[string]int64, error) {
+	if _, err := db.ExecContext(ctx, "SELECT pg_stat_clear_snapshot()"); err != nil {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, relationBuffersSQL)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var n int64
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, err
+		}
+		m[name] += n
+	}
+	return m, rows.Err()
 }
 
 // serverCPU is the CPU seconds each of the cluster's processes has used so

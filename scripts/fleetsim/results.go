@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,9 +21,12 @@ type results struct {
 	simCPU              float64 // the simulator's CPU seconds over the window
 	commits             int64
 	pgCPU               float64 // PostgreSQL CPU seconds over the window
+	buffers             int64   // shared buffers touched (blks_hit + blks_read)
+	relations           map[string]int64
 	submitErrors        int64
 	refused             int64 // submits answered 429 and retried
 	pgbenchTPS          float64
+	seeded              int64 // finished commands seeded before the run
 	// idle mode
 	idleBase, idleParked      idleFigures
 	idleWindow                time.Duration
@@ -53,8 +57,8 @@ func (r *results) print(c config) {
 	if c.rate > 0 {
 		mode = fmt.Sprintf("%.0f/s offered for %s", c.rate, c.duration)
 	}
-	fmt.Printf("fleet: %d agents × %d containers, %d replica(s), %s, exec %s, heartbeat %v\n",
-		c.nodes, c.containers, c.replicas, mode, c.exec, c.heartbeat)
+	fmt.Printf("fleet: %d agents × %d containers, %d replica(s), %s, exec %s, heartbeat %v, %d finished commands seeded\n",
+		c.nodes, c.containers, c.replicas, mode, c.exec, c.heartbeat, r.seeded)
 	fmt.Printf("  jobs/s end to end         %.0f  (%d jobs in %.1fs)\n", jobsPerSec, r.jobs, r.window.Seconds())
 	fmt.Printf("  dispatch p50/p99          %s / %s  (submit → leased)\n", ms(quantile(r.dispatch, .5)), ms(quantile(r.dispatch, .99)))
 	fmt.Printf("  end to end p50/p99        %s / %s  (submit → finished)\n", ms(quantile(r.e2e, .5)), ms(quantile(r.e2e, .99)))
@@ -62,6 +66,21 @@ func (r *results) print(c config) {
 		fmt.Printf("  coordinator CPU           %.2f s per 1,000 jobs  (%.2f cores)\n", r.cpu/float64(r.jobs)*1000, r.cpu/r.window.Seconds())
 		fmt.Printf("  commits per job           %.2f  (xact_commit delta %d)\n", float64(r.commits)/float64(r.jobs), r.commits)
 		fmt.Printf("  PostgreSQL CPU            %.2f ms per job  (%.2f cores)\n", r.pgCPU/float64(r.jobs)*1000, r.pgCPU/r.window.Seconds())
+		fmt.Printf("  buffers touched per job   %.0f  (blks_hit + blks_read)\n", float64(r.buffers)/float64(r.jobs))
+		type rel struct {
+			name string
+			n    int64
+		}
+		var rels []rel
+		for name, n := range r.relations {
+			rels = append(rels, rel{name, n})
+		}
+		slices.SortFunc(rels, func(a, b rel) int { return int(b.n - a.n) })
+		var top []string
+		for _, x := range rels[:min(6, len(rels))] {
+			top = append(top, fmt.Sprintf("%s %.0f", x.name, float64(x.n)/float64(r.jobs)))
+		}
+		fmt.Printf("  … by relation, per job    %s\n", strings.Join(top, ", "))
 	}
 	fmt.Printf("  coordinator RSS           %.0f MiB (peak %.0f MiB)\n", r.rss, r.peakRSS)
 	fmt.Printf("  PostgreSQL connections    max %d open, max %d active; mean %.1f active, %.1f idle in transaction\n", r.maxConns, r.maxActive, r.meanActive, r.meanIdleInTx)

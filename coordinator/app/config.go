@@ -130,10 +130,16 @@ func DefaultConfig() Config {
 		PruneInterval:   time.Minute,
 		OutputCap:       16 << 20,
 		ShutdownGrace:   10 * time.Second,
-		AuthCacheTTL:    10 * time.Second,
-		IdleTimeout:     90 * time.Second,
-		ReadTimeout:     30 * time.Second,
-		WriteTimeout:    30 * time.Second,
+		// Revocations reach every replica's cache by notification at once;
+		// the TTL is the back-stop for a listener that is down. Longer than
+		// an agent's re-poll (30 s), so an idle agent's poll costs no token
+		// lookup: at 10 s every parked agent cost one lookup per re-poll
+		// (10,000 agents: ~330 commits/s); at 2 min it is one per 2 min. The
+		// same default as Kubernetes' webhook token cache.
+		AuthCacheTTL: 2 * time.Minute,
+		IdleTimeout:  90 * time.Second,
+		ReadTimeout:  30 * time.Second,
+		WriteTimeout: 30 * time.Second,
 
 		MaxLargeReads:     8,
 		MaxLargeReadQueue: 64,

@@ -20,6 +20,11 @@ import (
 // unknown_container for the whole batch — nothing is queued. An error
 // answer means nothing was queued. Each node is notified once.
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) error {
+	// A client that sends a key expects a retry to be safe; the batch
+	// would queue everything again, so it says so instead of ignoring it.
+	if len(r.Header.Values(IdempotencyKeyHeader)) > 0 {
+		return badRequest("invalid_header", IdempotencyKeyHeader+" is not supported by the batch submit; submit one command at a time to use it")
+	}
 	var b shared.SubmitBatch
 	if err := decodeJSON(w, r, shared.MaxSubmitBatchBodyBytes, &b); err != nil {
 		return err

@@ -81,6 +81,13 @@ func TestSubmitBatchRefusedWholeQueuesNothing(t *testing.T) {
 			}
 		})
 	}
+	// An Idempotency-Key would promise a safe retry the batch cannot keep.
+	before := w.count(`SELECT count(*) FROM commands`)
+	r := w.submitKeyed(w.URL, "/api/v1/commands", w.Gina.Token, shared.SubmitBatch{Commands: []shared.SubmitBatchItem{ok}}, "k1")
+	w.wantError(r, http.StatusBadRequest, "invalid_header")
+	if after := w.count(`SELECT count(*) FROM commands`); after != before {
+		t.Errorf("%d commands queued by a batch refused for its Idempotency-Key", after-before)
+	}
 	// The same batch by the admin, who may use every container, is queued.
 	var res shared.SubmitBatchResult
 	w.mustJSON(w.URL, http.MethodPost, "/api/v1/commands", w.Root.Token,

@@ -40,18 +40,23 @@ func (e *ContainerNotFoundError) Is(target error) bool { return target == ErrNot
 // enqueueSQL), so a batch is queued whole or not at all. Each node is
 // notified once, however many of its commands the batch holds: the polls
 // of a node claim all its queued commands on one wake-up.
+//
+// created_at is the statement's time plus one microsecond per item before
+// it: the claim hands a node's commands out in created_at order, and the
+// items of one statement would otherwise tie (now() is the transaction's
+// start), so a node's commands of one batch would run in any order.
 var enqueueManySQL = `
 	WITH item AS (
 		SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::int[])
-			AS i(id, container_id, program, args, t, qt)),
+			WITH ORDINALITY AS i(id, container_id, program, args, t, qt, ord)),
 	target AS MATERIALIZED (
 		SELECT item.*, c.node_id FROM item JOIN containers c ON c.id = item.container_id
 		WHERE ` + mayUse("c", "$1") + `),
 	ins AS (
-		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status,
+		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, created_at,
 			timeout_seconds, queue_timeout_seconds, queue_deadline)
 		SELECT id, container_id, node_id, $1, program,
-			ARRAY(SELECT jsonb_array_elements_text(args::jsonb)), 'queued',
+			ARRAY(SELECT jsonb_array_elements_text(args::jsonb)), 'queued', now() + (ord - 1) * interval '1 microsecond',
 			t, qt, now() + qt * interval '1 second'
 		FROM target
 		WHERE (SELECT count(*) FROM target) = cardinality($2::uuid[])

@@ -41,6 +41,9 @@ func TestEnqueueManyQueuesAllInOrder(t *testing.T) {
 			t.Errorf("item %d stored as %+v", i, got.Command)
 		}
 	}
+	if !cs[0].CreatedAt.Before(cs[2].CreatedAt) {
+		t.Errorf("created_at %v, %v: a node's commands of one batch must be claimed in the batch's order", cs[0].CreatedAt, cs[2].CreatedAt)
+	}
 	if cs[1].NodeID != nodes[0].ID || cs[0].NodeID != f.node.ID {
 		t.Errorf("nodes %s, %s; want each container's", cs[0].NodeID, cs[1].NodeID)
 	}

@@ -88,8 +88,7 @@ type Options struct {
 	MaxWaiting int
 	// ReportBatch bounds the agents' starts, heartbeats or finishes, or
 	// the polls' claims, committed together in one statement (group.go);
-	// 0 means
-	// DefaultReportBatch, 1 commits each on its own.
+	// 0 means DefaultReportBatch, 1 commits each on its own.
 	ReportBatch int
 	// ReportSlots is how many batches of each kind may be in flight at
 	// once; 0 means DefaultReportSlots. More than one keeps a heartbeat

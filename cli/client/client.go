@@ -367,6 +367,24 @@ func (c *Client) Submit(ctx context.Context, containerID string, req shared.Subm
 	return &rec, nil
 }
 
+// SubmitMany queues several commands, each in its own container, in one
+// request (POST /api/v1/commands): all or none. The records come back in
+// the items' order. An error means nothing was queued — unless the
+// request's fate is unknown (the connection dropped before the answer),
+// which is why it is not retried once sent.
+func (c *Client) SubmitMany(ctx context.Context, items []shared.SubmitBatchItem) ([]shared.CommandExecutionRecord, error) {
+	for i := range items {
+		if items[i].Args == nil {
+			items[i].Args = []string{}
+		}
+	}
+	var res shared.SubmitBatchResult
+	if _, err := c.call(ctx, request{method: http.MethodPost, path: "/api/v1/commands", body: shared.SubmitBatch{Commands: items}}, false, &res); err != nil {
+		return nil, fmt.Errorf("submit %d commands: %w", len(items), err)
+	}
+	return res.Commands, nil
+}
+
 func waitQuery(wait time.Duration) url.Values {
 	q := url.Values{}
 	if wait > 0 {

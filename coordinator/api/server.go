@@ -113,6 +113,7 @@ func New(cfg Config, st *store.Store, poller *lease.Poller, m *metrics.Metrics, 
 	user(http.MethodGet, "/containers", s.listContainers)
 	user(http.MethodPost, "/containers/{id}/commands", s.submit)
 	user(http.MethodGet, "/commands", s.listCommands)
+	user(http.MethodPost, "/commands", s.submitBatch)
 	user(http.MethodGet, "/commands/{id}", s.getCommand)
 	user(http.MethodGet, "/commands/{id}/output", s.getOutput)
 	user(http.MethodPost, "/commands/{id}/cancel", s.cancel)

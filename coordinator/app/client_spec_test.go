@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/execq/execq/cli/client"
 	"github.com/execq/execq/shared"
 )
@@ -38,6 +40,17 @@ func TestClientHeldToTheDescription(t *testing.T) {
 	}
 	if again, err := c.Submit(ctx, b.NodeA.Container, req, client.SubmitOptions{IdempotencyKey: "spec-1", Wait: 100 * time.Millisecond}); err != nil || again.ID != rec.ID {
 		t.Fatalf("keyed resubmit: %v, %v; want command %s", again, err, rec.ID)
+	}
+	many, err := c.SubmitMany(ctx, []shared.SubmitBatchItem{
+		{ContainerID: b.NodeA.Container, Program: "true"},
+		{ContainerID: b.NodeB.Container, Program: "echo", Args: []string{"b"}, TimeoutSeconds: shared.Secs(60)},
+	})
+	if err != nil || len(many) != 2 || many[0].ContainerID != b.NodeA.Container || many[1].ContainerID != b.NodeB.Container ||
+		many[0].Status != shared.StatusQueued || many[1].Program != "echo" {
+		t.Fatalf("submit many: %+v, %v", many, err)
+	}
+	if _, err := c.SubmitMany(ctx, []shared.SubmitBatchItem{{ContainerID: uuid.NewString(), Program: "true"}}); !client.IsCode(err, "unknown_container") {
+		t.Fatalf("submit many to an unknown container: %v, want unknown_container", err)
 	}
 	if _, err := c.Get(ctx, rec.ID, 50*time.Millisecond); err != nil {
 		t.Fatalf("get: %v", err)

@@ -65,6 +65,9 @@ func TestOpenAPIMatchesWireTypes(t *testing.T) {
 		{"GrantList", reflect.TypeFor[shared.GrantList](), true},
 		{"GrantRequest", reflect.TypeFor[shared.GrantRequest](), false},
 		{"SubmitRequest", reflect.TypeFor[shared.SubmitRequest](), false},
+		{"SubmitBatch", reflect.TypeFor[shared.SubmitBatch](), false},
+		{"SubmitBatchItem", reflect.TypeFor[shared.SubmitBatchItem](), false},
+		{"SubmitBatchResult", reflect.TypeFor[shared.SubmitBatchResult](), true},
 		{"CancelRequest", reflect.TypeFor[shared.CancelRequest](), false},
 	}
 	for _, tc := range cases {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -188,9 +187,13 @@ func StreamNumber(name string) int {
 	return 0
 }
 
-// claimSQL leases up to $2 queued commands of node $1 for $3 milliseconds.
-// Every agent poll runs it: the subquery reads commands_queue_idx (the
-// node's queued rows in submit order) and the update goes by primary key.
+// claimSQL leases queued commands for a batch of polls: for each node of
+// $1, up to the matching $2 of its queued commands, for $3 milliseconds, in
+// one statement and one commit (the claim group, claim.go). Each node's
+// subquery reads commands_queue_idx (the node's queued rows in submit
+// order) and the update goes by primary key. A node appears at most once in
+// $1 (claimMany sums the polls of one node), since a subquery does not skip
+// rows its own statement locked and two of one node would pick the same.
 //
 // Its commit does not wait for its WAL to be flushed (synchronous_commit
 // off, set for this statement's own transaction by set_config): a lease is
@@ -205,34 +208,28 @@ func StreamNumber(name string) int {
 // command it already runs (agent/worker). It takes a disk flush off every
 // command's path (docs/protocol.md, "What one command costs").
 const claimSQL = `
-	UPDATE commands c SET attempt = c.attempt + 1, leased_by = $1,
+	UPDATE commands c SET attempt = c.attempt + 1, leased_by = c.node_id,
 		lease_expires_at = now() + $3 * interval '1 millisecond'
 	WHERE c.id IN (
-		SELECT id FROM commands
-		WHERE node_id = $1 AND status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())
-		ORDER BY created_at LIMIT $2
-		FOR UPDATE SKIP LOCKED)
+		SELECT q.id FROM unnest($1::uuid[], $2::int[]) AS r(node_id, n),
+		LATERAL (SELECT id FROM commands
+			WHERE node_id = r.node_id AND status = 'queued' AND (leased_by IS NULL OR lease_expires_at < now())
+			ORDER BY created_at LIMIT r.n
+			FOR UPDATE SKIP LOCKED) q)
 		AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
 	RETURNING ` + commandCols + `, greatest(extract(epoch FROM now() - c.created_at), 0)::float8 AS queued_seconds`
 
-// Claim leases up to max queued commands of a node in submit order: one
-// UPDATE over a FOR UPDATE SKIP LOCKED subquery, so concurrent pollers on
-// any replica never take the same row. A command whose earlier lease expired
-// before start is claimable again.
+// Claim leases up to max queued commands of a node in submit order. Polls
+// woken together (a burst of notifications, the safety check) are claimed
+// together: one UPDATE over a FOR UPDATE SKIP LOCKED subquery per node, one
+// commit, each poll getting its own node's commands (claim.go). Concurrent
+// claims on any replica never take the same row. A command whose earlier
+// lease expired before start is claimable again.
 func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Duration) ([]Command, error) {
-	ctx, cancel := s.deadline(ctx)
-	defer cancel()
-	cs := []Command{}
-	// A commit point: the rows it leased are returned, even when the
-	// caller's context ended meanwhile, so the caller can deliver or
-	// release them rather than leave them to their TTL.
-	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
-		return conn.SelectContext(ctx, &cs, claimSQL, nodeID, max, ttl.Milliseconds())
-	})
+	cs, err := s.claims.do(ctx, claimReq{node: nodeID, max: max, ttl: ttl})
 	if err != nil {
-		return nil, fmt.Errorf("claim for node %s: %w", nodeID, interpretError(err))
+		return nil, fmt.Errorf("claim for node %s: %w", nodeID, err)
 	}
-	sort.Slice(cs, func(i, j int) bool { return cs[i].CreatedAt.Before(cs[j].CreatedAt) })
 	return cs, nil
 }
 

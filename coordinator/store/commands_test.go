@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/lib/pq"
 
 	"github.com/execq/execq/shared"
 )
@@ -560,7 +561,7 @@ func TestClaimCommitsWithoutWaitingForFlush(t *testing.T) {
 	}
 	defer tx.Rollback()
 	var cs []Command
-	if err := tx.SelectContext(f.ctx, &cs, claimSQL, f.node.ID, 1, testTTL.Milliseconds()); err != nil || len(cs) != 1 {
+	if err := tx.SelectContext(f.ctx, &cs, claimSQL, pq.Array([]string{f.node.ID}), pq.Array([]int64{1}), testTTL.Milliseconds()); err != nil || len(cs) != 1 {
 		t.Fatalf("claim: %v %v", cs, err)
 	}
 	var mode string

@@ -26,6 +26,10 @@ type group[C, R any] struct {
 	max      int
 	maxBytes int
 	slots    int
+	// admit: batches are new work (claims) and wait for admission like
+	// any call not marked WithPriority; otherwise they keep leases
+	// (reports) and use the reserved share of the pool.
+	admit bool
 
 	mu      sync.Mutex
 	queue   []*pending[C, R]
@@ -113,7 +117,10 @@ func (g *group[C, R]) runBatch(batch []*pending[C, R]) {
 	}
 	// The batch is everyone's: no single caller's context may cut it
 	// short. The store bounds it (deadline, commitOne).
-	ctx := WithPriority(context.Background())
+	ctx := context.Background()
+	if !g.admit {
+		ctx = WithPriority(ctx)
+	}
 	res, err := g.run(ctx, calls)
 	if err != nil && len(batch) > 1 && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTimeout) {
 		for _, p := range batch {

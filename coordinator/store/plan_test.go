@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // TestPeriodicQueriesUseIndexes checks the plan of every query that runs on
@@ -36,7 +38,7 @@ func TestPeriodicQueriesUseIndexes(t *testing.T) {
 		query string
 		args  []any
 	}{
-		{"claim", claimSQL, []any{f.node.ID, 10, testTTL.Milliseconds()}},
+		{"claim", claimSQL, []any{pq.Array([]string{f.node.ID}), pq.Array([]int64{10}), testTTL.Milliseconds()}},
 		{"requeue expired", requeueExpiredSQL, nil},
 		{"safety check", nodesWithWorkSQL, nil},
 		{"fail lost", failLostSQL, []any{100, 10000}},

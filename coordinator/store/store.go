@@ -60,6 +60,8 @@ type Store struct {
 	starts     *group[startReq, StartResult]
 	heartbeats *group[heartbeatReq, HeartbeatResult]
 	finishes   *group[finishReq, FinishCallResult]
+	// Polls' claims, committed in groups too (claim.go).
+	claims *group[claimReq, []Command]
 }
 
 // Options tune the pool.
@@ -84,9 +86,9 @@ type Options struct {
 	// requests are refused early instead of queueing past the query
 	// timeout.
 	MaxWaiting int
-	// ReportBatch bounds the agents' starts, heartbeats or finishes
-	// committed together in one statement (group.go); 0 means
-	// DefaultReportBatch, 1 commits each on its own.
+	// ReportBatch bounds the agents' starts, heartbeats or finishes, or
+	// the polls' claims, committed together in one statement (group.go);
+	// 0 means DefaultReportBatch, 1 commits each on its own.
 	ReportBatch int
 	// ReportSlots is how many batches of each kind may be in flight at
 	// once; 0 means DefaultReportSlots. More than one keeps a heartbeat

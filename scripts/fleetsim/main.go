@@ -36,6 +36,8 @@ type config struct {
 	containers   int
 	rate         float64
 	backlog      int
+	batch        int
+	live         bool
 	duration     time.Duration
 	exec         time.Duration
 	replicas     int
@@ -58,6 +60,8 @@ func main() {
 	flag.IntVar(&c.containers, "containers", 4, "containers per node; also how many commands an agent runs at once")
 	flag.Float64Var(&c.rate, "rate", 0, "submit this many commands per second for -duration; 0 = burn down -backlog")
 	flag.IntVar(&c.backlog, "backlog", 20000, "commands queued before the agents start, for the burn-down")
+	flag.IntVar(&c.batch, "batch", 0, "submit the backlog this many commands per request (POST /api/v1/commands); 0 = one request per command")
+	flag.BoolVar(&c.live, "live", false, "burn-down with the agents parked first and the backlog submitted inside the window: jobs/s includes the submits")
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "measured window of a -rate run or of -idle; the longest a burn-down may take")
 	flag.DurationVar(&c.exec, "exec", 0, "how long each command \"executes\"")
 	flag.IntVar(&c.replicas, "replicas", 1, "coordinator replicas (1 or 2); agents and submits alternate between them")
@@ -234,20 +238,56 @@ func (f *fleet) setup(ctx context.Context) error {
 // submit enqueues one command in container through the public API.
 func (f *fleet) submit(ctx context.Context, base, container string) error {
 	body, _ := json.Marshal(shared.SubmitRequest{Program: "true", Args: []string{}})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/containers/"+container+"/commands", bytes.NewReader(body))
+	sent := time.Now()
+	raw, err := f.post(ctx, base+"/api/v1/containers/"+container+"/commands", body)
 	if err != nil {
-		return err
+		return fmt.Errorf("submit: %w", err)
+	}
+	var rec struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(raw, &rec); err != nil || rec.ID == "" {
+		return fmt.Errorf("submit: no id in %.200s", raw)
+	}
+	f.rec.mark(f.rec.submitted, rec.ID, sent)
+	return nil
+}
+
+// submitBatch submits the commands of items in one request (POST
+// /api/v1/commands) to base.
+func (f *fleet) submitBatch(ctx context.Context, base string, items []shared.SubmitBatchItem) error {
+	body, _ := json.Marshal(shared.SubmitBatch{Commands: items})
+	sent := time.Now()
+	raw, err := f.post(ctx, base+"/api/v1/commands", body)
+	if err != nil {
+		return fmt.Errorf("submit %d: %w", len(items), err)
+	}
+	var res shared.SubmitBatchResult
+	if err := json.Unmarshal(raw, &res); err != nil || len(res.Commands) != len(items) {
+		return fmt.Errorf("submit %d: %d records in %.200s", len(items), len(res.Commands), raw)
+	}
+	for _, rec := range res.Commands {
+		f.rec.mark(f.rec.submitted, rec.ID, sent)
+	}
+	return nil
+}
+
+// post sends a submit's body as the user, retrying after a 429, and
+// returns the answer's body, or an error for any other non-2xx answer.
+func (f *fleet) post(ctx context.Context, url string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+f.user)
 	req.Header.Set("Content-Type", "application/json")
-	sent := time.Now()
 	var raw []byte
 	var resp *http.Response
 	for {
 		req.Body, _ = req.GetBody()
 		resp, err = f.http.Do(req)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		raw, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
@@ -264,20 +304,13 @@ func (f *fleet) submit(ctx context.Context, base, container string) error {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("submit: HTTP %d: %.200s", resp.StatusCode, raw)
+		return nil, fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, raw)
 	}
-	var rec struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(raw, &rec); err != nil || rec.ID == "" {
-		return fmt.Errorf("submit: no id in %.200s", raw)
-	}
-	f.rec.mark(f.rec.submitted, rec.ID, sent)
-	return nil
+	return raw, nil
 }
 
 // snapshot is what the coordinators and the database have used so far.
@@ -387,16 +420,39 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 	var stopAgents func()
 	var conns *connSampler
 	if c.rate <= 0 {
+		if c.live {
+			// The agents park first; the submits are inside the window.
+			stopAgents = startAgents(ctx, f.agents)
+			if err := f.waitParked(ctx, len(f.agents)); err != nil {
+				stopAgents()
+				return err
+			}
+			settle()
+		}
+		before, err := f.snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		if c.live {
+			start = before
+			conns = f.cl.sampleConnections(ctx, f.dbName, 250*time.Millisecond)
+		}
 		fmt.Printf("queueing %d commands...\n", c.backlog)
 		if err := f.submitAll(ctx, c.backlog); err != nil {
 			return err
 		}
-		settle()
-		if start, err = f.snapshot(ctx); err != nil {
-			return err
+		res.submitWindow = time.Since(before.at)
+		if !c.live {
+			settle()
+			if start, err = f.snapshot(ctx); err != nil {
+				return err
+			}
+			res.submitCommits = start.commits - before.commits
+			res.submitPGCPU = cpuSince(before.pgCPU, start.pgCPU)
+			res.submitCPU = start.cpu - before.cpu
+			conns = f.cl.sampleConnections(ctx, f.dbName, 250*time.Millisecond)
+			stopAgents = startAgents(ctx, f.agents)
 		}
-		conns = f.cl.sampleConnections(ctx, f.dbName, 250*time.Millisecond)
-		stopAgents = startAgents(ctx, f.agents)
 		// Until every command finished, or none did for 20s (a command
 		// whose lease was lost ends failed by the reaper, not by a finish).
 		deadline := time.Now().Add(c.duration)
@@ -468,6 +524,27 @@ func (f *fleet) work(ctx context.Context, res *results) error {
 func (f *fleet) submitAll(ctx context.Context, n int) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.cfg.submitters)
+	if b := f.cfg.batch; b > 0 {
+		// Each request goes to one replica with the commands that
+		// containerOf spreads over the fleet: "run this on every host".
+		byBase := map[string][]shared.SubmitBatchItem{}
+		flush := func(base string) {
+			items := byBase[base]
+			delete(byBase, base)
+			g.Go(func() error { return f.submitBatch(gctx, base, items) })
+		}
+		for i := range n {
+			base, container := f.containerOf(i)
+			byBase[base] = append(byBase[base], shared.SubmitBatchItem{ContainerID: container, Program: "true", Args: []string{}})
+			if len(byBase[base]) == b {
+				flush(base)
+			}
+		}
+		for base := range byBase {
+			flush(base)
+		}
+		return g.Wait()
+	}
 	for i := range n {
 		g.Go(func() error {
 			base, container := f.containerOf(i)

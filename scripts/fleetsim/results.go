@@ -24,9 +24,13 @@ type results struct {
 	buffers             int64   // shared buffers touched (blks_hit + blks_read)
 	relations           map[string]int64
 	submitErrors        int64
-	refused             int64 // submits answered 429 and retried
-	pgbenchTPS          float64
-	seeded              int64 // finished commands seeded before the run
+	// burn-down: the backlog's submits (outside the window unless -live)
+	submitWindow           time.Duration
+	submitCommits          int64
+	submitPGCPU, submitCPU float64
+	refused                int64 // submits answered 429 and retried
+	pgbenchTPS             float64
+	seeded                 int64 // finished commands seeded before the run
 	// idle mode
 	idleBase, idleParked      idleFigures
 	idleWindow                time.Duration
@@ -54,6 +58,12 @@ func (r *results) print(c config) {
 	}
 	jobsPerSec := float64(r.jobs) / r.window.Seconds()
 	mode := fmt.Sprintf("burn-down of %d", c.backlog)
+	if c.live {
+		mode += " submitted live"
+	}
+	if c.batch > 0 {
+		mode += fmt.Sprintf(", submitted %d per request", c.batch)
+	}
 	if c.rate > 0 {
 		mode = fmt.Sprintf("%.0f/s offered for %s", c.rate, c.duration)
 	}
@@ -81,6 +91,13 @@ func (r *results) print(c config) {
 			top = append(top, fmt.Sprintf("%s %.0f", x.name, float64(x.n)/float64(r.jobs)))
 		}
 		fmt.Printf("  … by relation, per job    %s\n", strings.Join(top, ", "))
+	}
+	if c.rate <= 0 && r.submitWindow > 0 {
+		fmt.Printf("  submits                   %.0f commands/s  (%d in %.1fs)\n", float64(c.backlog)/r.submitWindow.Seconds(), c.backlog, r.submitWindow.Seconds())
+		if !c.live {
+			fmt.Printf("  submit cost               %.2f commits, %.2f ms PostgreSQL CPU, %.2f ms coordinator CPU per command\n",
+				float64(r.submitCommits)/float64(c.backlog), r.submitPGCPU/float64(c.backlog)*1000, r.submitCPU/float64(c.backlog)*1000)
+		}
 	}
 	fmt.Printf("  coordinator RSS           %.0f MiB (peak %.0f MiB)\n", r.rss, r.peakRSS)
 	fmt.Printf("  PostgreSQL connections    max %d open, max %d active; mean %.1f active, %.1f idle in transaction\n", r.maxConns, r.maxActive, r.meanActive, r.meanIdleInTx)

@@ -45,6 +45,7 @@ type config struct {
 	pgbenchTime  time.Duration
 	pgbenchConns int
 	keep         bool
+	tls          bool
 	workDir      string
 }
 
@@ -66,6 +67,7 @@ func main() {
 	flag.DurationVar(&c.pgbenchTime, "pgbench", 10*time.Second, "pgbench -N duration (0 = skip)")
 	flag.IntVar(&c.pgbenchConns, "pgbench-clients", 8, "pgbench -c")
 	flag.BoolVar(&c.keep, "keep", false, "keep the run's database")
+	flag.BoolVar(&c.tls, "tls", false, "the replicas serve HTTPS (a certificate made for the run) and the agents connect over TLS, as a real fleet does")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -87,6 +89,7 @@ type fleet struct {
 	user     string       // admin token for submits
 	refused  atomic.Int64 // submits answered 429, retried
 	http     *http.Client
+	pki      *pki // nil: plain HTTP
 }
 
 func run(ctx context.Context, c config) error {
@@ -113,8 +116,17 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	f := &fleet{cfg: c, rec: newRecorder(), dbName: fmt.Sprintf("fleetsim_%d", time.Now().UnixNano())}
+	if c.tls {
+		if f.pki, err = newPKI(c.workDir); err != nil {
+			return err
+		}
+		pt := cleanhttp.DefaultTransport()
+		pt.TLSClientConfig = f.pki.clientTLS()
+		probeClient = &http.Client{Transport: pt, Timeout: 30 * time.Second}
+	}
 	t := cleanhttp.DefaultPooledTransport()
 	t.MaxIdleConnsPerHost = c.submitters * 2
+	t.TLSClientConfig = f.pki.clientTLS()
 	f.http = &http.Client{Transport: t, Timeout: 60 * time.Second}
 	if f.cl, err = openCluster(ctx, c.adminURL); err != nil {
 		return err
@@ -125,8 +137,8 @@ func run(ctx context.Context, c config) error {
 	if !c.keep {
 		defer f.cl.drop(context.WithoutCancel(ctx), f.dbName)
 	}
-	fmt.Printf("fleetsim: %d agents × %d containers, %d replica(s), %d CPUs, database %s, logs in %s\n",
-		c.nodes, c.containers, c.replicas, runtime.NumCPU(), f.dbName, c.workDir)
+	fmt.Printf("fleetsim: %d agents × %d containers, %d replica(s) over %s, %d CPUs, database %s, logs in %s\n",
+		c.nodes, c.containers, c.replicas, f.pki.scheme(), runtime.NumCPU(), f.dbName, c.workDir)
 	if err := f.setup(ctx); err != nil {
 		return err
 	}
@@ -190,14 +202,14 @@ func (f *fleet) setup(ctx context.Context) error {
 		return err
 	}
 	for i := range c.replicas {
-		r, err := startReplica(ctx, c.bin, dbURL, filepath.Join(c.workDir, fmt.Sprintf("coordinator-%d.log", i)), nil)
+		r, err := startReplica(ctx, c.bin, dbURL, filepath.Join(c.workDir, fmt.Sprintf("coordinator-%d.log", i)), f.pki)
 		if err != nil {
 			return err
 		}
 		f.replicas = append(f.replicas, r)
 	}
 	for i, tok := range tokens {
-		a, err := newSimAgent(f.replicas[i%len(f.replicas)].URL, tok, c.containers, f.rec)
+		a, err := newSimAgent(f.replicas[i%len(f.replicas)].URL, tok, c.containers, f.rec, f.pki.clientTLS())
 		if err != nil {
 			return err
 		}

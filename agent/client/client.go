@@ -67,6 +67,17 @@ type Config struct {
 	UserAgent string
 }
 
+// NewTransport is the agent's default transport to the coordinator, with
+// tlsConfig for an https:// coordinator (nil: Go's defaults).
+func NewTransport(tlsConfig *tls.Config) *http.Transport {
+	t := cleanhttp.DefaultPooledTransport()
+	// One agent runs up to 100 commands, each heartbeating, plus the
+	// polls: keep their connections instead of redialling.
+	t.MaxIdleConnsPerHost = 128
+	t.TLSClientConfig = tlsConfig
+	return t
+}
+
 // Client is the agent's protocol client. It is safe for concurrent use.
 type Client struct {
 	base      string
@@ -101,12 +112,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.MaxLeaseWait = DefaultMaxLeaseWait
 	}
 	if cfg.Transport == nil {
-		t := cleanhttp.DefaultPooledTransport()
-		// One agent runs up to 100 commands, each heartbeating, plus
-		// the polls: keep their connections instead of redialling.
-		t.MaxIdleConnsPerHost = 128
-		t.TLSClientConfig = cfg.TLS
-		cfg.Transport = t
+		cfg.Transport = NewTransport(cfg.TLS)
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "execq-agent"

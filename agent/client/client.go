@@ -75,6 +75,18 @@ func NewTransport(tlsConfig *tls.Config) *http.Transport {
 	// polls: keep their connections instead of redialling.
 	t.MaxIdleConnsPerHost = 128
 	t.TLSClientConfig = tlsConfig
+	// HTTP/1.1 only, over TLS too (cleanhttp forces an attempt at
+	// HTTP/2). The coordinator parks a lease poll that finds nothing off
+	// net/http, holding its connection and a small record and no
+	// goroutine; that needs the connection to itself, which an HTTP/2
+	// stream does not have: parked inside net/http a poll costs ≈ 57 KiB,
+	// and an idle fleet is thousands of them. HTTP/2 would buy an agent
+	// little: its requests are one poll, a control poll while commands
+	// run, and the heartbeats and reports of its commands, each on a kept
+	// connection of its own (MaxIdleConnsPerHost above).
+	t.ForceAttemptHTTP2 = false
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP1(true)
 	return t
 }
 

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,6 +83,32 @@ func (a *tlsAgent) lease(ctx context.Context, node nodeIdentity, req shared.Leas
 	return resp, lr, err
 }
 
+// dial opens a TLS connection to the replica as the agent's transport does
+// (HTTP/1.1 offered), for requests written by hand.
+func (a *tlsAgent) dial() *tls.Conn {
+	a.t.Helper()
+	cfg := a.transport.TLSClientConfig.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(a.replica.URL, "https://"), cfg)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// writeLease writes a lease request as node on conn.
+func (a *tlsAgent) writeLease(conn *tls.Conn, node nodeIdentity, wait time.Duration) {
+	a.t.Helper()
+	js, _ := json.Marshal(shared.LeaseRequest{Max: 1, WaitMillis: int(wait.Milliseconds())})
+	req, _ := http.NewRequest(http.MethodPost, a.replica.URL+shared.AgentPathLease, bytes.NewReader(js))
+	req.Header.Set("Authorization", "Bearer "+node.Token)
+	req.Header.Set("Content-Type", "application/json")
+	if err := req.Write(conn); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
 // TestParkedTLSPollHoldsNoGoroutine: an agent over TLS (HTTP/1.1, see
 // client.NewTransport) has its poll parked off net/http like one over plain
 // HTTP: no goroutine while it waits, woken by its node's enqueue, and the
@@ -142,19 +170,49 @@ func TestParkedTLSPollOfAGoneAgentClaimsNothing(t *testing.T) {
 	b := setup(t)
 	a := startTLSAgent(t, b)
 	waitListeners(t, b.DB, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	gone := make(chan error, 1)
-	go func() {
-		_, _, err := a.lease(ctx, b.NodeA, shared.LeaseRequest{Max: 1, WaitMillis: int(parkedWait.Milliseconds())})
-		gone <- err
-	}()
+	conn := a.dial()
+	a.writeLease(conn, b.NodeA, parkedWait)
 	waitParked(t, a.replica.App, 1)
-	cancel() // the client closes its connection
-	<-gone
+	// The agent leaves: Close sends the close_notify alert, then the
+	// end of the stream.
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	rec := b.submit(b.Alice, b.NodeA.Container, "id")
 	eventually(t, within, func() bool { return a.replica.App.Poller.Parked() == 0 }, "the gone TLS agent's poll stayed parked after its node's enqueue")
 	if n := b.count(`SELECT count(*) FROM commands WHERE id = $1 AND attempt = 0 AND leased_by IS NULL`, rec.ID); n != 1 {
 		t.Fatalf("the command was leased for a TLS agent that had left")
+	}
+}
+
+// TestParkedTLSPollKeepsAPipelinedRequest: a client over TLS that sends its
+// next request while its poll is parked (HTTP/1.1 pipelining) is not taken
+// for gone when its node is woken — the request's bytes are read through
+// TLS to tell them from a close_notify — and that request is answered after
+// the poll's, on the same connection.
+func TestParkedTLSPollKeepsAPipelinedRequest(t *testing.T) {
+	b := setup(t)
+	a := startTLSAgent(t, b)
+	waitListeners(t, b.DB, 2)
+	conn := a.dial()
+	a.writeLease(conn, b.NodeA, parkedWait)
+	waitParked(t, a.replica.App, 1)
+	a.writeLease(conn, b.NodeA, 0) // pipelined behind the parked poll
+
+	rec := b.submit(b.Alice, b.NodeA.Container, "id")
+	_ = conn.SetReadDeadline(time.Now().Add(within))
+	br := bufio.NewReader(conn)
+	for i, want := range []int{1, 0} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		var lr shared.LeaseResponse
+		err = json.NewDecoder(resp.Body).Decode(&lr)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || len(lr.Commands) != want || (want == 1 && lr.Commands[0].ID != rec.ID) {
+			t.Fatalf("answer %d: %d %+v (%v), want %d command(s)", i, resp.StatusCode, lr, err, want)
+		}
 	}
 }

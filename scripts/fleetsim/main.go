@@ -139,14 +139,16 @@ func run(ctx context.Context, c config) error {
 	}
 	fmt.Printf("fleetsim: %d agents × %d containers, %d replica(s) over %s, %d CPUs, database %s, logs in %s\n",
 		c.nodes, c.containers, c.replicas, f.pki.scheme(), runtime.NumCPU(), f.dbName, c.workDir)
-	if err := f.setup(ctx); err != nil {
-		return err
-	}
+	// Before setup, which starts the replicas: one started before an
+	// interrupt or a failed setup is stopped too, not left running.
 	defer func() {
 		for _, r := range f.replicas {
 			r.stop()
 		}
 	}()
+	if err := f.setup(ctx); err != nil {
+		return err
+	}
 	var res results
 	if c.idle {
 		err = f.idle(ctx, &res)

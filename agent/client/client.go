@@ -67,6 +67,29 @@ type Config struct {
 	UserAgent string
 }
 
+// NewTransport is the agent's default transport to the coordinator, with
+// tlsConfig for an https:// coordinator (nil: Go's defaults).
+func NewTransport(tlsConfig *tls.Config) *http.Transport {
+	t := cleanhttp.DefaultPooledTransport()
+	// One agent runs up to 100 commands, each heartbeating, plus the
+	// polls: keep their connections instead of redialling.
+	t.MaxIdleConnsPerHost = 128
+	t.TLSClientConfig = tlsConfig
+	// HTTP/1.1 only, over TLS too (cleanhttp forces an attempt at
+	// HTTP/2). The coordinator parks a lease poll that finds nothing off
+	// net/http, holding its connection and a small record and no
+	// goroutine; that needs the connection to itself, which an HTTP/2
+	// stream does not have: parked inside net/http a poll costs ≈ 57 KiB,
+	// and an idle fleet is thousands of them. HTTP/2 would buy an agent
+	// little: its requests are one poll, a control poll while commands
+	// run, and the heartbeats and reports of its commands, each on a kept
+	// connection of its own (MaxIdleConnsPerHost above).
+	t.ForceAttemptHTTP2 = false
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP1(true)
+	return t
+}
+
 // Client is the agent's protocol client. It is safe for concurrent use.
 type Client struct {
 	base      string
@@ -101,12 +124,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.MaxLeaseWait = DefaultMaxLeaseWait
 	}
 	if cfg.Transport == nil {
-		t := cleanhttp.DefaultPooledTransport()
-		// One agent runs up to 100 commands, each heartbeating, plus
-		// the polls: keep their connections instead of redialling.
-		t.MaxIdleConnsPerHost = 128
-		t.TLSClientConfig = cfg.TLS
-		cfg.Transport = t
+		cfg.Transport = NewTransport(cfg.TLS)
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "execq-agent"

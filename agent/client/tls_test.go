@@ -107,3 +107,50 @@ func TestTLSFailuresAreExplained(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentSpeaksHTTP1OverTLS: the agent offers only HTTP/1.1 in its TLS
+// handshake, even to a coordinator that offers HTTP/2 (as it does): the
+// coordinator can then take a parked lease poll's connection off net/http,
+// which an HTTP/2 stream does not allow. Its requests share one connection
+// when they follow each other.
+func TestAgentSpeaksHTTP1OverTLS(t *testing.T) {
+	ca := testpki.NewCA(t, "proto")
+	pair := ca.Server(t, "server")
+	cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct{ proto, remote string }
+	reqs := make(chan seen, 8)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqs <- seen{r.Proto, r.RemoteAddr}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	c := tlsClient(t, srv.URL, TLSFiles{CAFile: ca.File})
+	var first seen
+	for i := range 2 {
+		if _, err := c.ReportInventory(context.Background(), []shared.ContainerReport{}); err != nil {
+			t.Fatal(err)
+		}
+		got := <-reqs
+		if got.proto != "HTTP/1.1" {
+			t.Fatalf("the agent spoke %s over TLS, want HTTP/1.1", got.proto)
+		}
+		if i == 0 {
+			first = got
+		} else if got.remote != first.remote {
+			t.Fatalf("second request on a new connection (%s, first %s)", got.remote, first.remote)
+		}
+	}
+	// Without a TLS config of its own (the system roots), Go would try
+	// HTTP/2 unless told otherwise.
+	if p := NewTransport(nil).Protocols; p == nil || p.HTTP2() || !p.HTTP1() {
+		t.Fatalf("default transport's protocols %v, want HTTP/1.1 only", p)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/execq/execq/agent/client"
 	"github.com/execq/execq/internal/testpki"
 	"github.com/execq/execq/shared"
 )
@@ -241,8 +242,8 @@ func TestTLSReload(t *testing.T) {
 			}
 
 			// A kept-alive HTTP/1.1 connection, and a long-poll parked
-			// over HTTP/2 as the agent's are, both made with the first
-			// certificate.
+			// off net/http on the agent's own transport (HTTP/1.1 over
+			// TLS), both made with the first certificate.
 			keep := &http.Transport{TLSClientConfig: s.clientTLS()}
 			t.Cleanup(keep.CloseIdleConnections)
 			first := s.serialOver(keep, nil)
@@ -320,12 +321,13 @@ func (s *stack) newConnSerial() *big.Int {
 	return s.serialOver(tr, nil)
 }
 
-// parkLongPoll sends a lease long-poll as the node over HTTP/2, waits until
-// the coordinator has parked it, and returns where its outcome arrives (nil:
-// an ordinary 200 answer).
+// parkLongPoll sends a lease long-poll as the node with the agent's
+// transport (HTTP/1.1 over TLS, so the coordinator holds it off net/http),
+// waits until the coordinator has parked it, and returns where its outcome
+// arrives (nil: an ordinary 200 answer).
 func (s *stack) parkLongPoll(wait time.Duration) <-chan error {
 	s.t.Helper()
-	tr := &http.Transport{TLSClientConfig: s.clientTLS(), ForceAttemptHTTP2: true}
+	tr := client.NewTransport(s.clientTLS())
 	s.t.Cleanup(tr.CloseIdleConnections)
 	done := make(chan error, 1)
 	go func() {
@@ -340,7 +342,7 @@ func (s *stack) parkLongPoll(wait time.Duration) <-chan error {
 		}
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 1 {
 			done <- fmt.Errorf("%s status %d: %s", resp.Proto, resp.StatusCode, raw)
 			return
 		}

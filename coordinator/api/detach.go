@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -28,8 +29,9 @@ import (
 // the same http.Server (Resumer), so the agent's keep-alive connection is
 // kept for its next request.
 //
-// Only HTTP/1.1 connections can be taken over; an HTTP/2 poll (agents over
-// TLS negotiate it unless they turn it off) waits inside net/http as before.
+// Only HTTP/1.1 connections can be taken over, over TLS too (the agent
+// speaks HTTP/1.1 for that, see agent/client.NewTransport); an HTTP/2 poll
+// (other clients over TLS) waits inside net/http as before.
 
 // Resumer hands a connection taken over by a handler back to the HTTP
 // server, which reads its next request as on any kept-alive connection.
@@ -57,15 +59,18 @@ func (s *Server) detachLease(w http.ResponseWriter, node string) (lease.Detached
 	// The deadlines were set for the request (deadlines.go); the answer
 	// sets its own, and net/http its own once the connection is back.
 	_ = conn.SetDeadline(time.Time{})
+	pc := &parkedConn{Conn: conn}
 	if n := rw.Reader.Buffered(); n > 0 {
 		// The client sent more after its request (a pipelined request,
 		// or the byte net/http's read-ahead took): keep it for the server.
 		b, _ := rw.Reader.Peek(n)
-		conn = &prefixConn{Conn: conn, pending: bytes.Clone(b)}
+		pc.pending = bytes.Clone(b)
 	}
+	// Gone and Answer are called one after the other, never at once (the
+	// poll's run in lease), so the connection needs no lock.
 	return lease.Detached{
-		Gone:   func() bool { return peerGone(conn) },
-		Answer: func(cmds []store.Command, err error) { s.answerDetached(conn, node, cmds, err) },
+		Gone:   pc.gone,
+		Answer: func(cmds []store.Command, err error) { s.answerDetached(pc.resumable(), node, cmds, err) },
 	}, true
 }
 
@@ -134,38 +139,85 @@ func (b *bufferedResponse) bytes() []byte {
 	return out.Bytes()
 }
 
-// peerGone reports, without blocking or consuming anything, that the client
-// closed its end of a parked poll's connection (or reset it): a peek at the
-// socket returns end of file. Data waiting counts as alive.
-func peerGone(c net.Conn) bool {
-	if p, ok := c.(*prefixConn); ok {
-		c = p.Conn
+// parkedConn is a parked poll's connection: the TCP connection, or the
+// *tls.Conn over it, and what was read from it for the next request.
+type parkedConn struct {
+	net.Conn
+	pending []byte
+}
+
+// tlsGoneWait bounds the read through TLS that tells a close_notify from a
+// request (gone): the record is on the socket already, or nearly.
+const tlsGoneWait = 20 * time.Millisecond
+
+// gone reports that the client closed its end of a parked poll's connection
+// (or reset it), without blocking for long and without losing anything the
+// client sent. A peek at the socket tells end of file from nothing to read.
+// Data waiting is a request on plain HTTP, but over TLS it is also what a
+// client's TLS sends when it closes (Go's and OpenSSL's send a close_notify
+// alert before the end of the stream): those records are read through TLS,
+// where the alert is an end of file, and a request's bytes are kept for the
+// server.
+func (p *parkedConn) gone() bool {
+	tc, isTLS := p.Conn.(*tls.Conn)
+	sock := p.Conn
+	if isTLS {
+		sock = tc.NetConn()
 	}
-	if t, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS
-		c = t.NetConn()
+	waiting, gone := peekSocket(sock)
+	if gone || !waiting || !isTLS {
+		return gone
 	}
+	_ = tc.SetReadDeadline(time.Now().Add(tlsGoneWait))
+	defer func() { _ = tc.SetReadDeadline(time.Time{}) }()
+	var b [4096]byte
+	n, err := tc.Read(b[:])
+	if n > 0 {
+		p.pending = append(p.pending, b[:n]...)
+		return false
+	}
+	// A timeout leaves a partial record in the TLS connection's buffer,
+	// usable by the next read (crypto/tls keeps no temporary error).
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// resumable is the connection to hand back to the server, with what was
+// read ahead of it. Over TLS a connection with bytes read ahead is served
+// as a plain one: net/http knows TLS by its concrete type, so such a
+// connection's requests have no Request.TLS (which nothing here reads; the
+// handshake, and its client certificate check, was done).
+func (p *parkedConn) resumable() net.Conn {
+	if len(p.pending) == 0 {
+		return p.Conn
+	}
+	return &prefixConn{Conn: p.Conn, pending: p.pending}
+}
+
+// peekSocket looks at a socket without blocking or consuming anything:
+// waiting is data to read, gone an end of file or an error (a reset).
+func peekSocket(c net.Conn) (waiting, gone bool) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return false
+		return false, false
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return true
+		return false, true
 	}
-	gone := false
 	err = raw.Read(func(fd uintptr) bool {
 		var b [1]byte
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
 		case err == nil:
-			gone = n == 0
+			gone, waiting = n == 0, n > 0
 		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EINTR):
 		default:
 			gone = true
 		}
 		return true // never wait for data
 	})
-	return gone || err != nil
+	return waiting, gone || err != nil
 }
 
 // prefixConn is a connection whose first bytes were already read.

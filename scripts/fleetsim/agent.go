@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -118,8 +119,9 @@ var uuidPattern = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 var output = []byte("fleetsim: one line of output\n")
 
-func newSimAgent(base, token string, containers int, rec *recorder) (*simAgent, error) {
-	c, err := client.New(client.Config{BaseURL: base, Token: token, RetryMax: 8, UserAgent: "execq-fleetsim"})
+func newSimAgent(base, token string, containers int, rec *recorder, tlsConfig *tls.Config) (*simAgent, error) {
+	// The agent's own transport, as the agent builds it from its flags.
+	c, err := client.New(client.Config{BaseURL: base, Token: token, RetryMax: 8, UserAgent: "execq-fleetsim", TLS: tlsConfig})
 	if err != nil {
 		return nil, err
 	}

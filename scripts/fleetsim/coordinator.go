@@ -21,10 +21,11 @@ type replica struct {
 	log string
 }
 
-// startReplica runs bin serve on a free loopback port against dbURL. The
-// environment passes through, so EXECQ_* variables tune the replicas (e.g.
-// EXECQ_DB_MAX_CONNS); listen address and database are set here.
-func startReplica(ctx context.Context, bin, dbURL, logPath string, extra []string) (*replica, error) {
+// startReplica runs bin serve on a free loopback port against dbURL, over
+// HTTPS with p's certificate if p is set. The environment passes through, so
+// EXECQ_* variables tune the replicas (e.g. EXECQ_DB_MAX_CONNS); listen
+// address, database and TLS files are set here.
+func startReplica(ctx context.Context, bin, dbURL, logPath string, p *pki) (*replica, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -35,18 +36,18 @@ func startReplica(ctx context.Context, bin, dbURL, logPath string, extra []strin
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, append([]string{"serve"}, extra...)...)
-	cmd.Env = append(os.Environ(), "EXECQ_LISTEN="+addr, "EXECQ_DATABASE_URL="+dbURL)
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(append(os.Environ(), "EXECQ_LISTEN="+addr, "EXECQ_DATABASE_URL="+dbURL), p.env()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	logf.Close() // the child holds its own descriptor
-	r := &replica{cmd: cmd, URL: "http://" + addr, log: logPath}
+	r := &replica{cmd: cmd, URL: p.scheme() + "://" + addr, log: logPath}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(r.URL + "/metrics")
+		resp, err := probeClient.Get(r.URL + "/metrics")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -121,7 +122,7 @@ func (r *replica) memory() (rss, peak float64, err error) {
 
 // gauge reads one unlabelled sample from the replica's /metrics.
 func (r *replica) gauge(name string) (float64, error) {
-	resp, err := http.Get(r.URL + "/metrics")
+	resp, err := probeClient.Get(r.URL + "/metrics")
 	if err != nil {
 		return 0, err
 	}

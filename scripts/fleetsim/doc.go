@@ -23,6 +23,11 @@
 // replicas start (a bulk load, then VACUUM ANALYZE), to measure the same
 // fleet against a history of millions of rows: compare with a run without it.
 //
+// With -tls the replicas serve HTTPS with a certificate made for the run and
+// every agent connects over TLS with the agent's own transport, as a real
+// fleet does: what the agent negotiates (HTTP/1.1 or HTTP/2) decides how a
+// parked poll is held.
+//
 // Figures are noisy on a shared machine; the ratio to pgbench in the same
 // run is what to compare between runs.
 package main

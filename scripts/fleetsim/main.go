@@ -49,6 +49,7 @@ type config struct {
 	pgbenchConns int
 	keep         bool
 	seedRows     int64
+	tls          bool
 	workDir      string
 }
 
@@ -73,6 +74,7 @@ func main() {
 	flag.IntVar(&c.pgbenchConns, "pgbench-clients", 8, "pgbench -c")
 	flag.BoolVar(&c.keep, "keep", false, "keep the run's database")
 	flag.Int64Var(&c.seedRows, "seed-rows", 0, "measure the work twice in one run: on the empty job table, then after filling it with this many finished commands (a grown history), and compare")
+	flag.BoolVar(&c.tls, "tls", false, "the replicas serve HTTPS (a certificate made for the run) and the agents connect over TLS, as a real fleet does")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -95,6 +97,7 @@ type fleet struct {
 	refused  atomic.Int64 // submits answered 429, retried
 	http     *http.Client
 	runDB    *sql.DB // the measured database, for its per-relation statistics
+	pki      *pki    // nil: plain HTTP
 }
 
 func run(ctx context.Context, c config) error {
@@ -124,8 +127,17 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	f := &fleet{cfg: c, rec: newRecorder(), dbName: fmt.Sprintf("fleetsim_%d", time.Now().UnixNano())}
+	if c.tls {
+		if f.pki, err = newPKI(c.workDir); err != nil {
+			return err
+		}
+		pt := cleanhttp.DefaultTransport()
+		pt.TLSClientConfig = f.pki.clientTLS()
+		probeClient = &http.Client{Transport: pt, Timeout: 30 * time.Second}
+	}
 	t := cleanhttp.DefaultPooledTransport()
 	t.MaxIdleConnsPerHost = c.submitters * 2
+	t.TLSClientConfig = f.pki.clientTLS()
 	f.http = &http.Client{Transport: t, Timeout: 60 * time.Second}
 	if f.cl, err = openCluster(ctx, c.adminURL); err != nil {
 		return err
@@ -141,16 +153,18 @@ func run(ctx context.Context, c config) error {
 			f.runDB.Close()
 		}
 	}()
-	fmt.Printf("fleetsim: %d agents × %d containers, %d replica(s), %d CPUs, database %s, logs in %s\n",
-		c.nodes, c.containers, c.replicas, runtime.NumCPU(), f.dbName, c.workDir)
-	if err := f.setup(ctx); err != nil {
-		return err
-	}
+	fmt.Printf("fleetsim: %d agents × %d containers, %d replica(s) over %s, %d CPUs, database %s, logs in %s\n",
+		c.nodes, c.containers, c.replicas, f.pki.scheme(), runtime.NumCPU(), f.dbName, c.workDir)
+	// Before setup, which starts the replicas: one started before an
+	// interrupt or a failed setup is stopped too, not left running.
 	defer func() {
 		for _, r := range f.replicas {
 			r.stop()
 		}
 	}()
+	if err := f.setup(ctx); err != nil {
+		return err
+	}
 	if c.seedRows > 0 {
 		return f.compareSeeded(ctx)
 	}
@@ -209,14 +223,14 @@ func (f *fleet) setup(ctx context.Context) error {
 		return err
 	}
 	for i := range c.replicas {
-		r, err := startReplica(ctx, c.bin, dbURL, filepath.Join(c.workDir, fmt.Sprintf("coordinator-%d.log", i)), nil)
+		r, err := startReplica(ctx, c.bin, dbURL, filepath.Join(c.workDir, fmt.Sprintf("coordinator-%d.log", i)), f.pki)
 		if err != nil {
 			return err
 		}
 		f.replicas = append(f.replicas, r)
 	}
 	for i, tok := range tokens {
-		a, err := newSimAgent(f.replicas[i%len(f.replicas)].URL, tok, c.containers, f.rec)
+		a, err := newSimAgent(f.replicas[i%len(f.replicas)].URL, tok, c.containers, f.rec, f.pki.clientTLS())
 		if err != nil {
 			return err
 		}

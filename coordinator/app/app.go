@@ -152,6 +152,14 @@ func (a *App) HTTPServer() *http.Server {
 	return srv
 }
 
+// StopResuming closes, from now on, the connections of parked lease polls
+// once answered instead of handing them back to the server from
+// HTTPServer, and returns once those already handed back are the server's.
+// Shutting down or closing that http.Server does it too; call it before
+// stopping the server any other way (httptest.Server.Close waits for its
+// connections and must not see a new one arrive meanwhile).
+func (a *App) StopResuming() { a.resume.Stop() }
+
 // resumedAddr is the address of the listener of handed-back connections.
 type resumedAddr struct{}
 

@@ -198,7 +198,10 @@ func serveReplica(t testing.TB, dbURL string, start func(*httptest.Server), opts
 			t.Errorf("background loops: %v", err)
 		}
 	})
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		a.StopResuming() // before srv.Close, which never closes srv.Config
+		srv.Close()
+	})
 	return &replica{App: a, URL: srv.URL}, srv
 }
 

@@ -18,8 +18,9 @@ type resumer struct {
 // starts serving them with the first one: by then srv is configured and
 // serving (a request came in on it), so its set-up is not raced.
 func (r *resumer) serveWith(srv *http.Server, addr net.Addr) {
-	ln := &connListener{conns: make(chan net.Conn), done: make(chan struct{}), addr: addr}
+	ln := &connListener{conns: make(chan net.Conn), done: make(chan struct{}), served: make(chan struct{}), addr: addr}
 	ln.serve = func() {
+		defer close(ln.served)
 		// srv closes ln when it is shut down or closed, ending Serve; a
 		// srv closed before this started never takes ln, so close it here.
 		_ = srv.Serve(ln)
@@ -42,6 +43,25 @@ func (r *resumer) Serving() bool {
 	return ln != nil && !ln.closed()
 }
 
+// Stop ends the handing back: answered polls' connections are closed from
+// now on instead. It returns once the server has taken in every connection
+// it accepted from here (their ConnState hooks have run). http.Server's
+// Shutdown and Close end it too; this is for a server stopped otherwise,
+// such as httptest.Server.Close, whose wait for its connections must not
+// race a connection still being handed over.
+func (r *resumer) Stop() {
+	ln := r.current()
+	if ln == nil {
+		return
+	}
+	_ = ln.Close()
+	started := true
+	ln.serving.Do(func() { started = false })
+	if started {
+		<-ln.served
+	}
+}
+
 // Resume hands c to the server; false if it no longer serves.
 func (r *resumer) Resume(c net.Conn) bool {
 	ln := r.current()
@@ -56,6 +76,8 @@ type connListener struct {
 	addr    net.Addr
 	serve   func()
 	serving sync.Once
+	// served is closed when serve returns.
+	served chan struct{}
 }
 
 func (l *connListener) push(c net.Conn) bool {

@@ -137,7 +137,7 @@ func TestClaimSeeksItsNodeWithStaleStatistics(t *testing.T) {
 	}
 
 	var raw []byte
-	if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+claimSQL, f.node.ID, 4, testTTL.Milliseconds()).Scan(&raw); err != nil {
+	if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+claimSQL, pq.Array([]string{f.node.ID}), pq.Array([]int64{4}), testTTL.Milliseconds()).Scan(&raw); err != nil {
 		t.Fatalf("explain: %v", err)
 	}
 	var plans []struct {

@@ -42,12 +42,8 @@ func manyChunks(stdoutFrom, stderrFrom int64) ([]shared.Chunk, map[string][]byte
 func TestChunksInOneStatement(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	via, counter := proxy(t, f.url)
-	st, err := Open(f.ctx, via, Options{MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, counter := f.counted(t)
+	var err error
 
 	c := f.running()
 	one := counter.statements(func() {

@@ -157,12 +157,8 @@ func TestReplaceInventoryLarge(t *testing.T) {
 	if rej, err := f.st.ReplaceInventory(f.ctx, other.ID, report("node-b", taken)); err != nil || len(rej) != 0 {
 		t.Fatalf("node-b report: rejected %v, err %v", rej, err)
 	}
-	via, counter := proxy(t, f.url)
-	st, err := Open(f.ctx, via, Options{MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, counter := f.counted(t)
+	var err error
 	var rej []string
 	if n := counter.statements(func() { rej, err = st.ReplaceInventory(f.ctx, f.node.ID, report("node-a", ids)) }); n != 1 {
 		t.Errorf("a report of %d containers took %d statements, want 1", len(ids), n)

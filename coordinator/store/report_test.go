@@ -16,12 +16,8 @@ import (
 func TestReportsInFewStatements(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	via, counter := proxy(t, f.url)
-	st, err := Open(f.ctx, via, Options{MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, counter := f.counted(t)
+	var err error
 
 	c := f.running()
 	n := counter.statements(func() {

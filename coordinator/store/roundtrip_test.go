@@ -93,3 +93,16 @@ func (sc *statementCounter) statements(fn func()) int64 {
 	fn()
 	return sc.n.Load() - before
 }
+
+// counted opens a store of one connection through a statementCounter, for
+// tests that count the statements of one call.
+func (f *fixture) counted(t testing.TB) (*Store, *statementCounter) {
+	t.Helper()
+	via, counter := proxy(t, f.url)
+	st, err := Open(f.ctx, via, Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, counter
+}

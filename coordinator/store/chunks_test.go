@@ -105,11 +105,7 @@ func TestStatementTimeout(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	c := f.running()
-	st, err := Open(f.ctx, f.url, Options{MaxConns: 2, QueryTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := f.open(t, f.url, Options{MaxConns: 2, QueryTimeout: 200 * time.Millisecond})
 	tx, err := f.st.db.BeginTx(f.ctx, nil)
 	if err != nil {
 		t.Fatal(err)

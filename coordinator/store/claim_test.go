@@ -60,11 +60,7 @@ func (f *fixture) lockCommands() (release func()) {
 func TestClaimsArrivingTogetherClaimTogether(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	st, err := Open(f.ctx, f.url, Options{MaxConns: 4, ReportSlots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := f.open(t, f.url, Options{MaxConns: 4, ReportSlots: 1})
 	nodes, queued := f.claimNodes(6, 5)
 	// The first claim goes alone and waits on the table's lock, so the
 	// others arrive while it is in flight.
@@ -164,11 +160,7 @@ func TestClaimsArrivingTogetherClaimTogether(t *testing.T) {
 func TestFailedClaimBatchLeasesNothing(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	st, err := Open(f.ctx, f.url, Options{MaxConns: 4, ReportSlots: 1, QueryTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := f.open(t, f.url, Options{MaxConns: 4, ReportSlots: 1, QueryTimeout: 2 * time.Second})
 	nodes, _ := f.claimNodes(3, 2)
 	release := f.lockCommands()
 	go st.Claim(f.ctx, f.node.ID, 1, testTTL) //nolint:errcheck

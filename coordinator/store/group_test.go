@@ -212,11 +212,7 @@ func waitBatches[C, R any](t *testing.T, g *group[C, R], n int) {
 func TestHeartbeatsArrivingTogetherCommitTogether(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	st, err := Open(f.ctx, f.url, Options{MaxConns: 4, ReportSlots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := f.open(t, f.url, Options{MaxConns: 4, ReportSlots: 1})
 	first := f.running()
 	release := f.holdRow(first.ID)
 	var wg sync.WaitGroup
@@ -263,11 +259,7 @@ func TestHeartbeatsArrivingTogetherCommitTogether(t *testing.T) {
 func TestFailedBatchAnswersEveryoneWithTheError(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	st, err := Open(f.ctx, f.url, Options{MaxConns: 4, ReportSlots: 1, QueryTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := f.open(t, f.url, Options{MaxConns: 4, ReportSlots: 1, QueryTimeout: 2 * time.Second})
 	held, a, b := f.running(), f.running(), f.running()
 	release := f.holdRow(held.ID)
 	defer release()
@@ -304,11 +296,7 @@ func TestFailedBatchAnswersEveryoneWithTheError(t *testing.T) {
 func TestBatchRefusedForOneCallFailsOnlyThatCall(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	st, err := Open(f.ctx, f.url, Options{MaxConns: 4, ReportSlots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := f.open(t, f.url, Options{MaxConns: 4, ReportSlots: 1})
 	held, good1, bad, good2 := f.running(), f.running(), f.running(), f.running()
 	release := f.holdRow(held.ID)
 	code := 0

@@ -99,10 +99,17 @@ func (sc *statementCounter) statements(fn func()) int64 {
 func (f *fixture) counted(t testing.TB) (*Store, *statementCounter) {
 	t.Helper()
 	via, counter := proxy(t, f.url)
-	st, err := Open(f.ctx, via, Options{MaxConns: 1})
+	return f.open(t, via, Options{MaxConns: 1}), counter
+}
+
+// open opens a second store on the test's database, with its own options,
+// closed when the test ends.
+func (f *fixture) open(t testing.TB, dbURL string, opt Options) *Store {
+	t.Helper()
+	st, err := Open(f.ctx, dbURL, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return st, counter
+	return st
 }

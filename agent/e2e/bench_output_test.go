@@ -156,16 +156,11 @@ func (s *stack) followStatus(id, stream string) (string, string) {
 // without holding them all.
 func (s *stack) rawOutputSum(id, stream string) [sha256.Size]byte {
 	s.t.Helper()
-	req, _ := http.NewRequest("GET", s.url("/api/v1/commands/"+id+"/output?stream="+stream), nil)
-	req.Header.Set("Authorization", "Bearer "+s.userToken)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		s.t.Fatalf("output %s: %v", id, err)
-	}
+	resp := s.outputResponse(id, stream)
 	defer resp.Body.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
-		s.t.Fatalf("output %s: status %d, %v", id, resp.StatusCode, err)
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		s.t.Fatalf("output %s: %v", id, err)
 	}
 	var sum [sha256.Size]byte
 	copy(sum[:], h.Sum(nil))

@@ -70,16 +70,28 @@ func peakRSS(t testing.TB, pid int) int64 {
 // outputStatus reads one stream's bytes and the command's status.
 func (s *stack) outputStatus(id, stream string) (string, string) {
 	s.t.Helper()
+	resp := s.outputResponse(id, stream)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatalf("output %s: %v", id, err)
+	}
+	return resp.Header.Get("X-Execq-Status"), string(raw)
+}
+
+// outputResponse GETs one stream's exact stored bytes as the demo user, failing the
+// test unless it answers 200; the caller reads and closes the body.
+func (s *stack) outputResponse(id, stream string) *http.Response {
+	s.t.Helper()
 	req, _ := http.NewRequest("GET", s.url("/api/v1/commands/"+id+"/output?stream="+stream), nil)
 	req.Header.Set("Authorization", "Bearer "+s.userToken)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		s.t.Fatalf("output %s: %v", id, err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		s.t.Fatalf("output %s: status %d, %v", id, resp.StatusCode, err)
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		s.t.Fatalf("output %s: status %d", id, resp.StatusCode)
 	}
-	return resp.Header.Get("X-Execq-Status"), string(raw)
+	return resp
 }

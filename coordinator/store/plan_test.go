@@ -154,3 +154,270 @@ func TestClaimSeeksItsNodeWithStaleStatistics(t *testing.T) {
 	}
 	t.Errorf("the claim does not seek its node: it reads every queued command (index conditions: %q):\n%s", conds, raw)
 }
+
+// periodicQuery is a statement that runs on a timer (reaper, pruner, safety
+// check, metrics scrape) or on every agent poll, with arguments that make it
+// do its usual work.
+type periodicQuery struct {
+	name  string
+	query string
+	args  []any
+	// terminal: the query reads finished rows (retention), not live ones.
+	terminal bool
+}
+
+// periodicQueries lists them for the fixture's node.
+func (f *fixture) periodicQueries() []periodicQuery {
+	return []periodicQuery{
+		{name: "claim", query: claimSQL, args: []any{pq.Array([]string{f.node.ID}), pq.Array([]int64{4}), testTTL.Milliseconds()}},
+		{name: "requeue expired", query: requeueExpiredSQL},
+		{name: "safety check", query: nodesWithWorkSQL},
+		{name: "fail lost", query: failLostSQL, args: []any{100, 10000}},
+		{name: "timed out", query: timedOutSQL, args: []any{int64(1000), 100}},
+		{name: "not picked up", query: notPickedUpSQL, args: []any{100}},
+		{name: "queue stats", query: statsSQL},
+		{name: "pending cancels", query: pendingCancelsSQL, args: []any{f.node.ID}},
+		{name: "prune", query: pruneSQL, args: []any{int64(time.Hour / time.Millisecond), 500}, terminal: true},
+	}
+}
+
+// seedHistory adds a fleet of 500 nodes and n finished commands spread
+// over them, created and finished over the day before, then VACUUM
+// ANALYZEs the table as a bulk load (or fleetsim's seed) leaves it: from
+// here on the statistics are those of a table with no live row at all, and
+// autovacuum, which analyzes a table again only once a tenth of it changed,
+// is turned off for it so they stay so and no vacuum tidies the indexes
+// behind the test's back.
+func (f *fixture) seedHistory(n int) {
+	f.t.Helper()
+	f.exec(`INSERT INTO nodes (id, name, token_hash)
+		SELECT gen_random_uuid(), 'fleet-' || i, sha256(('fleet-' || i)::bytea) FROM generate_series(1, 500) AS i`)
+	f.exec(`INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status,
+			created_at, attempt, leased_by, started_at, finished_at, exit_code, end_reason)
+		SELECT gen_random_uuid(), $1, n.ids[1 + i % 500], $2, 'true', '{}', 'succeeded',
+			now() - interval '1 day' + i * interval '1 ms', 1, n.ids[1 + i % 500], now() - interval '1 day' + i * interval '1 ms',
+			now() - interval '1 day' + i * interval '1 ms', 0, 'exited'
+		FROM generate_series(1, $3::int) AS i,
+			(SELECT array_agg(id) AS ids FROM nodes WHERE name LIKE 'fleet-%') AS n`, f.container, f.user.ID, n)
+	f.exec(`ALTER TABLE commands SET (autovacuum_enabled = false)`)
+	f.exec(`VACUUM ANALYZE commands`)
+}
+
+// addLiveRows adds, after the statistics, the live queue of a busy fleet:
+// each of the first nodes fleet nodes gets 2 queued commands, 1 leased, 1 leased whose lease
+// expired, 1 running and 1 running whose lease expired (half of them with
+// queue and run deadlines, some passed), and the fixture's node 2 queued
+// and 2 running, one of them with a cancel request. It returns how many
+// live rows there are.
+func (f *fixture) addLiveRows(nodes int) int {
+	f.t.Helper()
+	f.exec(`INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, created_at,
+			attempt, leased_by, lease_expires_at, started_at, queue_deadline, run_deadline)
+		SELECT gen_random_uuid(), gen_random_uuid(), n.id, $1, 'true', '{}',
+			CASE WHEN g <= 4 THEN 'queued' ELSE 'running' END, now() - g * interval '1 s',
+			CASE WHEN g >= 3 THEN 1 ELSE 0 END, CASE WHEN g >= 3 THEN n.id END,
+			CASE WHEN g >= 3 THEN now() + CASE WHEN g IN (4, 6) THEN -interval '1 minute' ELSE interval '1 minute' END END,
+			CASE WHEN g >= 5 THEN now() END,
+			CASE WHEN g % 2 = 0 THEN now() + CASE WHEN n.i % 10 = 0 THEN -interval '1 s' ELSE interval '1 hour' END END,
+			CASE WHEN g = 6 THEN now() + CASE WHEN n.i % 10 = 0 THEN -interval '1 hour' ELSE interval '1 hour' END END
+		FROM (SELECT id, row_number() OVER (ORDER BY name) AS i FROM nodes WHERE name LIKE 'fleet-%' ORDER BY name LIMIT $2) AS n,
+			generate_series(1, 6) AS g`, f.user.ID, nodes)
+	for range 2 {
+		f.enqueue("true")
+		f.running()
+	}
+	f.exec(`UPDATE commands SET cancel_requested_at = now(), cancel_requested_by = $1, cancel_grace_seconds = 5
+		WHERE id = (SELECT id FROM commands WHERE node_id = $2 AND status = 'running' LIMIT 1)`, f.user.ID, f.node.ID)
+	return nodes*6 + 4
+}
+
+// liveIndexes names the partial indexes of commands whose predicate admits
+// only live rows (it names statuses, and none of the terminal ones), and
+// terminalIndexes those that admit only terminal rows.
+func (f *fixture) liveIndexes() (live, terminal map[string]bool) {
+	f.t.Helper()
+	var rows []struct {
+		Name string `db:"name"`
+		Pred string `db:"pred"`
+	}
+	if err := f.st.db.SelectContext(f.ctx, &rows, `
+		SELECT c.relname AS name, pg_get_expr(i.indpred, i.indrelid) AS pred
+		FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = 'commands'::regclass AND i.indpred IS NOT NULL`); err != nil {
+		f.t.Fatal(err)
+	}
+	live, terminal = map[string]bool{}, map[string]bool{}
+	for _, r := range rows {
+		hasLive := strings.Contains(r.Pred, "'queued'") || strings.Contains(r.Pred, "'running'")
+		hasTerminal := strings.Contains(r.Pred, "'succeeded'") || strings.Contains(r.Pred, "'failed'") || strings.Contains(r.Pred, "'cancelled'")
+		switch {
+		case hasLive && !hasTerminal:
+			live[r.Name] = true
+		case hasTerminal && !hasLive:
+			terminal[r.Name] = true
+		}
+	}
+	return live, terminal
+}
+
+// commandsScans lists every scan of commands in the tree (not the
+// statement's own update or delete of the rows it found).
+func (n planNode) commandsScans() []planNode {
+	var found []planNode
+	if n.Relation == "commands" && n.NodeType != "ModifyTable" {
+		found = append(found, n)
+	}
+	for _, c := range n.Plans {
+		found = append(found, c.commandsScans()...)
+	}
+	return found
+}
+
+// explainAnalyze runs query under EXPLAIN (ANALYZE, BUFFERS) in a
+// transaction it rolls back, so the statement does its work (it locks,
+// updates, deletes) without changing anything, and returns the plan's root
+// with the shared buffers its execution touched.
+func (f *fixture) explainAnalyze(t *testing.T, query string, args ...any) (planNode, int64) {
+	t.Helper()
+	tx, err := f.st.db.BeginTxx(f.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	var raw []byte
+	if err := tx.QueryRowContext(f.ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+query, args...).Scan(&raw); err != nil {
+		t.Fatalf("explain analyze: %v", err)
+	}
+	var plans []struct {
+		Plan struct {
+			planNode
+			Hit  int64 `json:"Shared Hit Blocks"`
+			Read int64 `json:"Shared Read Blocks"`
+		} `json:"Plan"`
+	}
+	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("explain output %s: %v", raw, err)
+	}
+	return plans[0].Plan.planNode, plans[0].Plan.Hit + plans[0].Plan.Read
+}
+
+// TestPeriodicQueriesReadOnlyLiveIndexes: on a big table whose statistics
+// say the queue is empty (the usual state: autovacuum analyzes again only
+// once a tenth of the table changed) while a busy fleet's queue is live,
+// every periodic query reads commands only through a partial index of live
+// rows (retention: of terminal rows), never through an index of the whole
+// history. An index over all rows that leads with status
+// (commands_history_status_idx) looks as cheap to the planner as the
+// partial ones under such statistics, and its 'queued' and 'running' ranges
+// hold an entry for every version of every command that ever passed
+// through them until a vacuum removes it: on a table of 5 million finished
+// rows the reaper read 102 buffers per job through it against 8 on an empty
+// one.
+func TestPeriodicQueriesReadOnlyLiveIndexes(t *testing.T) {
+	f := setup(t)
+	f.seedHistory(200000)
+	f.addLiveRows(500)
+	live, terminal := f.liveIndexes()
+	for _, q := range f.periodicQueries() {
+		t.Run(q.name, func(t *testing.T) {
+			plan, _ := f.explainAnalyze(t, q.query, q.args...)
+			scans := plan.commandsScans()
+			if len(scans) == 0 {
+				t.Fatalf("plan reads no commands index: %+v", plan)
+			}
+			for _, s := range scans {
+				if s.IndexName == "commands_pkey" && strings.HasPrefix(s.IndexCond, "(id = ") {
+					continue // the rows found, locked, updated or deleted by ID
+				}
+				if q.terminal && !terminal[s.IndexName] || !q.terminal && !live[s.IndexName] {
+					t.Errorf("%s on commands %s (%s): not a partial index of %s rows",
+						s.NodeType, s.IndexName, s.IndexCond, map[bool]string{true: "terminal", false: "live"}[q.terminal])
+				}
+			}
+		})
+	}
+}
+
+// churn takes commands through their whole life, as a busy fleet does,
+// with no vacuum: steps of size commands over the fleet's nodes, each step
+// submitting one batch, claiming the one before, starting the one before
+// that, sending a heartbeat for the next and finishing the oldest, in the
+// past (two hours ago, a second per step: every lease and deadline has
+// passed), and running every periodic query after each step as the reaper,
+// the safety check and the scrapes do between them. Every version a
+// transition leaves behind stays in the indexes it was entered in until a
+// vacuum removes it.
+func (f *fixture) churn(t *testing.T, steps, size int) {
+	t.Helper()
+	f.exec(`CREATE TABLE churn (id uuid PRIMARY KEY, step int NOT NULL)`)
+	f.exec(`CREATE INDEX ON churn (step)`)
+	at := `now() - interval '2 hours' + $1 * interval '1 second'`
+	for k := 1; k <= steps+4; k++ {
+		if k <= steps {
+			f.exec(`INSERT INTO churn (id, step)
+				SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::int)`, k, size)
+			f.exec(`INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, created_at, queue_deadline, timeout_seconds)
+				SELECT c.id, gen_random_uuid(), n.ids[1 + (row_number() OVER ()) % 500], $2, 'true', '{}', 'queued', `+at+`,
+					`+at+` + interval '1 minute', 60
+				FROM churn c, (SELECT array_agg(id) AS ids FROM nodes WHERE name LIKE 'fleet-%') AS n
+				WHERE c.step = $1`, k, f.user.ID)
+		}
+		f.exec(`UPDATE commands SET attempt = attempt + 1, leased_by = node_id, lease_expires_at = `+at+` + interval '15 s'
+			WHERE id IN (SELECT id FROM churn WHERE step = $1 - 1)`, k)
+		f.exec(`UPDATE commands SET status = 'running', started_at = `+at+`, lease_expires_at = `+at+` + interval '15 s',
+				run_deadline = `+at+` + interval '1 minute'
+			WHERE id IN (SELECT id FROM churn WHERE step = $1 - 2)`, k)
+		f.exec(`UPDATE commands SET lease_expires_at = `+at+` + interval '15 s', stdout_len = stdout_len + 3
+			WHERE id IN (SELECT id FROM churn WHERE step = $1 - 3)`, k)
+		f.exec(`UPDATE commands SET status = 'succeeded', leased_by = NULL, lease_expires_at = NULL,
+				finished_at = `+at+`, exit_code = 0, end_reason = 'exited'
+			WHERE id IN (SELECT id FROM churn WHERE step = $1 - 4)`, k)
+		for _, q := range f.periodicQueries() {
+			f.explainAnalyze(t, q.query, q.args...)
+		}
+	}
+}
+
+// TestPeriodicQueriesReadLiveRowsAfterChurn: every periodic query reads in
+// proportion to the live queue, not to the commands that went through it
+// since the last vacuum. Each transition (submit, claim, start, heartbeat,
+// finish) enters a new version of the row in the indexes, and the one it
+// replaces stays there, dead, until a vacuum — which on a big table comes
+// rarely (autovacuum waits for a fifth of the table to be dead) and may
+// skip the indexes (it does when under 2 % of the table's pages have dead
+// rows). An index whose order puts those dead entries where a periodic
+// query reads — any index ordered by status then time, or by a lease or
+// deadline time, whose past every superseded version falls into — makes
+// that query's cost grow with the churn. So each query runs on the same
+// small live queue twice, before and after 20,000 commands went through
+// their life (about 80,000 dead versions), and may read at most about
+// twice as many buffers after it, whatever the statistics say.
+func TestPeriodicQueriesReadLiveRowsAfterChurn(t *testing.T) {
+	f := setup(t)
+	f.seedHistory(200000)
+	live := f.addLiveRows(50)
+	before := map[string]int64{}
+	for _, q := range f.periodicQueries() {
+		_, before[q.name] = f.explainAnalyze(t, q.query, q.args...)
+	}
+	f.churn(t, 40, 500)
+	check := func(stats string) {
+		for _, q := range f.periodicQueries() {
+			t.Run(q.name+" "+stats, func(t *testing.T) {
+				plan, after := f.explainAnalyze(t, q.query, q.args...)
+				var used []string
+				for _, s := range plan.commandsScans() {
+					used = append(used, s.NodeType+" "+s.IndexName)
+				}
+				t.Logf("%d live rows: %d buffers before the churn, %d after (%q)", live, before[q.name], after, used)
+				if after > 2*before[q.name]+50 {
+					t.Errorf("reads %d buffers after the churn, %d before: its cost follows the dead versions, not the live rows (%q)",
+						after, before[q.name], used)
+				}
+			})
+		}
+	}
+	check("stale statistics")
+	f.exec(`ANALYZE commands`)
+	check("fresh statistics")
+}

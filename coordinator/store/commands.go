@@ -190,8 +190,8 @@ func StreamNumber(name string) int {
 // claimSQL leases queued commands for a batch of polls: for each node of
 // $1, up to the matching $2 of its queued commands, for $3 milliseconds, in
 // one statement and one commit (the claim group, claim.go). Each node's
-// subquery reads commands_queue_idx (the node's queued rows in submit
-// order) and the update goes by primary key. A node appears at most once in
+// subquery seeks its node's queued rows in commands_live_node_idx (in
+// submit order) and the update goes by primary key. A node appears at most once in
 // $1 (claimMany sums the polls of one node), since a subquery does not skip
 // rows its own statement locked and two of one node would pick the same.
 //
@@ -235,7 +235,7 @@ func (s *Store) Claim(ctx context.Context, nodeID string, max int, ttl time.Dura
 
 // nodesWithWorkSQL names the nodes that have a claimable command: what a
 // replica's safety check runs once per interval instead of a claim per
-// parked poll. It reads commands_queue_idx (queued rows only, however many
+// parked poll. It reads commands_live_node_idx (live rows only, however many
 // finished rows the table holds); the lease condition is the claim's own.
 const nodesWithWorkSQL = `
 	SELECT DISTINCT node_id::text FROM commands

@@ -259,7 +259,8 @@ func (s *Store) PendingCancels(ctx context.Context, nodeID string) ([]shared.Can
 
 // timedOutSQL finds running commands past their run deadline plus $1 ms
 // (the stop grace and the lease TTL: the agent enforces the timeout itself
-// and has had every chance to report). Through commands_run_deadline_idx.
+// and has had every chance to report). It reads commands_live_node_idx,
+// comparing the deadline in its entries (0012).
 const timedOutSQL = `
 	SELECT id, timeout_seconds FROM commands
 	WHERE status = 'running' AND run_deadline < now() - $1 * interval '1 millisecond'
@@ -300,7 +301,8 @@ func (s *Store) FailTimedOut(ctx context.Context, slack time.Duration, limit int
 }
 
 // notPickedUpSQL finds queued commands (leased or not) past their queue
-// deadline, through commands_queue_deadline_idx.
+// deadline. It reads commands_live_node_idx, comparing the deadline in its
+// entries (0012).
 const notPickedUpSQL = `
 	SELECT c.id, c.queue_timeout_seconds, n.name AS node_name FROM commands c JOIN nodes n ON n.id = c.node_id
 	WHERE c.status = 'queued' AND c.queue_deadline < now()

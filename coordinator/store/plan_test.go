@@ -106,14 +106,15 @@ func (n planNode) seqScans(relation string) []string {
 // again only once a tenth of it changed, and live rows are a sliver of a
 // long history — while a backlog may be queued right now ("run this on
 // every host"). Every agent poll's claim must then still seek its node's
-// rows (commands_queue_idx, on node_id), not read every queued command of
+// rows (commands_live_node_idx, on node_id), not read every queued command of
 // every node through an index the planner, believing the queue empty, finds
 // just as cheap: that made each claim cost the whole backlog on a table of
 // 5 million finished rows, and not on an empty one.
 //
 // The reaper's scans (expired leases and deadlines, once per interval per
-// replica) may still read all live rows of their status under such
-// statistics: bounded by the live queue, not by the history.
+// replica) read the live rows of every node under such statistics: bounded
+// by the live queue, not by the history (TestPeriodicQueriesReadOnlyLiveIndexes,
+// TestPeriodicQueriesReadLiveRowsAfterChurn).
 func TestClaimSeeksItsNodeWithStaleStatistics(t *testing.T) {
 	f := setup(t)
 	f.exec(`INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status,
@@ -410,7 +411,7 @@ func TestPeriodicQueriesReadLiveRowsAfterChurn(t *testing.T) {
 					used = append(used, s.NodeType+" "+s.IndexName)
 				}
 				t.Logf("%d live rows: %d buffers before the churn, %d after (%q)", live, before[q.name], after, used)
-				if after > 2*before[q.name]+50 {
+				if after > 2*before[q.name]+100 {
 					t.Errorf("reads %d buffers after the churn, %d before: its cost follows the dead versions, not the live rows (%q)",
 						after, before[q.name], used)
 				}

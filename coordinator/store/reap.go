@@ -13,8 +13,9 @@ import (
 )
 
 // requeueExpiredSQL releases expired unstarted leases. It runs every reap
-// interval on every replica, so it reads only through commands_lease_idx
-// (status and leased_by repeat the index predicate so the planner can use it).
+// interval on every replica, so it reads only commands_live_node_idx, the
+// index of live rows: the lease expiry is compared in the index entries,
+// and only the expired rows are fetched (0012).
 const requeueExpiredSQL = `
 	WITH expired AS (
 		SELECT id FROM commands
@@ -99,10 +100,10 @@ func (s *Store) Release(ctx context.Context, id, nodeID string, attempt int) err
 }
 
 // failLostSQL picks running commands whose lease expired, oldest first.
-// Like requeueExpiredSQL it runs every reap interval on every replica:
+// Like requeueExpiredSQL it runs every reap interval on every replica and
+// reads commands_live_node_idx, comparing the lease expiry in its entries.
 // "leased_by IS NOT NULL" is always true of a running row (Start sets it and
-// 0002 checks it) but must be written out, or the planner cannot match the
-// partial index commands_lease_idx and reads the whole table.
+// 0002 checks it).
 const failLostSQL = `
 	SELECT c.id, n.name AS node_name, c.lease_expires_at FROM commands c JOIN nodes n ON n.id = c.node_id
 	WHERE c.status = 'running' AND c.leased_by IS NOT NULL AND c.lease_expires_at < now() - $2 * interval '1 millisecond'

@@ -29,7 +29,7 @@ import (
 //
 // The rows are found by primary key only. A write compares no column to a
 // constant status: given "status = 'queued'" and "lease_expires_at > now()",
-// the planner may take the partial index of live leases (commands_lease_idx,
+// the planner may take a partial index of live rows (then commands_lease_idx,
 // whose statistics lag behind a burst of leases) and read every live lease
 // to find one row — which the single-row start did, at a cost that grew with
 // the fleet.

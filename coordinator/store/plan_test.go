@@ -75,6 +75,23 @@ type planNode struct {
 	IndexName string     `json:"Index Name"`
 	IndexCond string     `json:"Index Cond"`
 	Plans     []planNode `json:"Plans"`
+	// Shared buffers the node and its inputs touched (EXPLAIN ANALYZE
+	// with BUFFERS only).
+	Hit  int64 `json:"Shared Hit Blocks"`
+	Read int64 `json:"Shared Read Blocks"`
+}
+
+// scanOf returns the first scan through index in the tree.
+func (n planNode) scanOf(index string) (planNode, bool) {
+	if n.IndexName == index {
+		return n, true
+	}
+	for _, c := range n.Plans {
+		if s, ok := c.scanOf(index); ok {
+			return s, true
+		}
+	}
+	return planNode{}, false
 }
 
 // indexConds lists "index: condition" of every index scan in the tree.
@@ -290,16 +307,12 @@ func (f *fixture) explainAnalyze(t *testing.T, query string, args ...any) (planN
 		t.Fatalf("explain analyze: %v", err)
 	}
 	var plans []struct {
-		Plan struct {
-			planNode
-			Hit  int64 `json:"Shared Hit Blocks"`
-			Read int64 `json:"Shared Read Blocks"`
-		} `json:"Plan"`
+		Plan planNode `json:"Plan"`
 	}
 	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
 		t.Fatalf("explain output %s: %v", raw, err)
 	}
-	return plans[0].Plan.planNode, plans[0].Plan.Hit + plans[0].Plan.Read
+	return plans[0].Plan, plans[0].Plan.Hit + plans[0].Plan.Read
 }
 
 // TestPeriodicQueriesReadOnlyLiveIndexes: on a big table whose statistics

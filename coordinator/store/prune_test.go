@@ -77,3 +77,36 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("second prune deleted %d, err %v", n, err)
 	}
 }
+
+// TestPruneBatchReadsPastItsOwnDeletes: the pruner deletes the oldest
+// terminal commands batch after batch, and every row it deletes leaves its
+// entry in commands_finished_idx, dead, at the old end where the next batch
+// starts reading — until a vacuum, which on a big table comes after a fifth
+// of it is dead. A batch after 50,000 deletes must read the index about as
+// much as the first batch did, not walk the dead entries of all the
+// batches before it.
+func TestPruneBatchReadsPastItsOwnDeletes(t *testing.T) {
+	f := setup(t)
+	f.seedHistory(60000)
+	const retention, limit = time.Hour, 500
+	indexBuffers := func(args ...any) int64 {
+		t.Helper()
+		plan, _ := f.explainAnalyze(t, pruneSQL, args...)
+		scan, ok := plan.scanOf("commands_finished_idx")
+		if !ok {
+			t.Fatalf("prune does not read commands_finished_idx: %+v", plan)
+		}
+		return scan.Hit + scan.Read
+	}
+	first := indexBuffers(retention.Milliseconds(), limit)
+	for range 100 {
+		if n, err := f.st.Prune(f.ctx, retention, limit); err != nil || n != limit {
+			t.Fatalf("prune deleted %d, err %v", n, err)
+		}
+	}
+	after := indexBuffers(retention.Milliseconds(), limit)
+	t.Logf("a batch of %d reads %d buffers of the index and its rows first, %d after 50,000 deletes", limit, first, after)
+	if after > 2*first+20 {
+		t.Errorf("a batch after 50,000 deletes reads %d buffers, the first %d: it walks the dead entries of the batches before it", after, first)
+	}
+}

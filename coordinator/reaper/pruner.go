@@ -42,15 +42,19 @@ func (p *Pruner) Run(ctx context.Context) error {
 }
 
 // Once deletes batches until one deletes fewer than PruneBatch, and returns
-// how many commands it deleted. Errors are logged: the next tick retries.
-// A zero Retention deletes nothing.
+// how many commands it deleted. Each batch starts where the one before
+// ended (store.Prune), not at the oldest row again, so the dead index
+// entries the earlier batches left are not read again; each pass starts at
+// the oldest. Errors are logged: the next tick retries. A zero Retention
+// deletes nothing.
 func (p *Pruner) Once(ctx context.Context) int64 {
 	var total int64
 	if p.Retention <= 0 {
 		return 0
 	}
+	var from time.Time
 	for ctx.Err() == nil {
-		n, err := p.Store.Prune(ctx, p.Retention, PruneBatch)
+		n, next, err := p.Store.Prune(ctx, p.Retention, from, PruneBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.Log.Warn("prune commands past the retention", "err", err)
@@ -58,6 +62,7 @@ func (p *Pruner) Once(ctx context.Context) int64 {
 			break
 		}
 		total += n
+		from = next
 		p.Metrics.Pruned.Add(float64(n))
 		if n < PruneBatch {
 			break

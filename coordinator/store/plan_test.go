@@ -46,7 +46,7 @@ func TestPeriodicQueriesUseIndexes(t *testing.T) {
 		{"pending cancels", pendingCancelsSQL, []any{f.node.ID}},
 		{"timed out", timedOutSQL, []any{int64(1000), 100}},
 		{"not picked up", notPickedUpSQL, []any{100}},
-		{"prune", pruneSQL, []any{int64(time.Hour / time.Millisecond), 500}},
+		{"prune", pruneSQL, []any{int64(time.Hour / time.Millisecond), 500, nil}},
 	} {
 		t.Run(q.name, func(t *testing.T) {
 			var raw []byte
@@ -195,7 +195,7 @@ func (f *fixture) periodicQueries() []periodicQuery {
 		{name: "not picked up", query: notPickedUpSQL, args: []any{100}},
 		{name: "queue stats", query: statsSQL},
 		{name: "pending cancels", query: pendingCancelsSQL, args: []any{f.node.ID}},
-		{name: "prune", query: pruneSQL, args: []any{int64(time.Hour / time.Millisecond), 500}, terminal: true},
+		{name: "prune", query: pruneSQL, args: []any{int64(time.Hour / time.Millisecond), 500, nil}, terminal: true},
 	}
 }
 

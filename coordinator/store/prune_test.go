@@ -44,11 +44,13 @@ func TestPrune(t *testing.T) {
 	}
 	const limit = 5
 	var batches []int64
+	var from time.Time
 	for {
-		n, err := f.st.Prune(f.ctx, time.Hour, limit)
+		n, next, err := f.st.Prune(f.ctx, time.Hour, from, limit)
 		if err != nil {
 			t.Fatalf("prune: %v", err)
 		}
+		from = next
 		batches = append(batches, n)
 		if n < limit {
 			break
@@ -73,7 +75,7 @@ func TestPrune(t *testing.T) {
 		}
 	}
 	// Nothing is left to prune: another pass deletes nothing.
-	if n, err := f.st.Prune(f.ctx, time.Hour, limit); err != nil || n != 0 {
+	if n, _, err := f.st.Prune(f.ctx, time.Hour, time.Time{}, limit); err != nil || n != 0 {
 		t.Fatalf("second prune deleted %d, err %v", n, err)
 	}
 }
@@ -98,13 +100,16 @@ func TestPruneBatchReadsPastItsOwnDeletes(t *testing.T) {
 		}
 		return scan.Hit + scan.Read
 	}
-	first := indexBuffers(retention.Milliseconds(), limit)
+	first := indexBuffers(retention.Milliseconds(), limit, nil)
+	var from time.Time
 	for range 100 {
-		if n, err := f.st.Prune(f.ctx, retention, limit); err != nil || n != limit {
+		n, next, err := f.st.Prune(f.ctx, retention, from, limit)
+		if err != nil || n != limit {
 			t.Fatalf("prune deleted %d, err %v", n, err)
 		}
+		from = next
 	}
-	after := indexBuffers(retention.Milliseconds(), limit)
+	after := indexBuffers(retention.Milliseconds(), limit, from)
 	t.Logf("a batch of %d reads %d buffers of the index and its rows first, %d after 50,000 deletes", limit, first, after)
 	if after > 2*first+20 {
 		t.Errorf("a batch after 50,000 deletes reads %d buffers, the first %d: it walks the dead entries of the batches before it", after, first)

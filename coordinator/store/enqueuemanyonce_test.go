@@ -333,3 +333,37 @@ func TestEnqueueManyOnceLookupsUseIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestEnqueueManyStatements: a batch costs a fixed number of statements
+// whatever its size: without keys one (as before keys existed), with keys
+// one transaction of BEGIN, the expiry, the insert and COMMIT, plus one
+// read of the keys' commands when some items were replays.
+func TestEnqueueManyStatements(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	st, counter := f.counted(t)
+	batch := func(keyPrefix string) []BatchItem {
+		items := make([]BatchItem, 50)
+		for i := range items {
+			items[i] = BatchItem{ContainerID: f.container, Req: shared.SubmitRequest{Program: "true"}}
+			if keyPrefix != "" {
+				items[i].IdempotencyKey = fmt.Sprintf("%s-%d", keyPrefix, i)
+			}
+		}
+		return items
+	}
+	for _, tc := range []struct {
+		name  string
+		items []BatchItem
+		max   int64
+	}{
+		{"no keys", batch(""), 1},
+		{"new keys", batch("k"), 4},
+		{"replayed keys", batch("k"), 5},
+	} {
+		var err error
+		if n := counter.statements(func() { _, err = st.EnqueueMany(f.ctx, f.user.ID, tc.items) }); n > tc.max || err != nil {
+			t.Errorf("%s: %d statements for 50 items (%v), want at most %d", tc.name, n, err, tc.max)
+		}
+	}
+}

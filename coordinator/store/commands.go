@@ -119,19 +119,30 @@ func enqueueArgs(containerID, requestedBy string, req shared.SubmitRequest, key 
 // (not an admin, and no grant selects it): the two are one answer, so a
 // caller learns nothing about containers they may not use.
 func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
-	ctx, cancel := s.deadline(ctx)
+	// The wait in the group is bounded as the wait for admission is: a
+	// submit not taken into a batch by then fails with ErrTimeout, having
+	// done nothing.
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
 	defer cancel()
-	var c CommandWithOutput
-	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
-		return conn.GetContext(ctx, &c, enqueueSQL, enqueueArgs(containerID, requestedBy, req, "", nil)...)
+	shed := ctx.Value(sheddableKey) != nil
+	if shed {
+		s.queuedShed.Add(1)
+	}
+	r, err := s.enqueues.do(ctx, enqueueReq{containerID: containerID, requestedBy: requestedBy, req: req}, func() {
+		if shed {
+			s.queuedShed.Add(-1)
+		}
 	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, ErrNotFound
+	if err == nil {
+		err = r.err
+	}
+	if errors.Is(err, ErrNotFound) {
+		return r.cmd, ErrNotFound
 	}
 	if err != nil {
-		return c, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
+		return r.cmd, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
 	}
-	return c, nil
+	return r.cmd, nil
 }
 
 // Get returns a command with its assembled output.

@@ -674,6 +674,7 @@ func (s *Store) initGroups(opt Options) {
 	// costs the database what the largest single request may.
 	const maxBytes = shared.MaxRequestOutputBytes
 	s.initClaims(max, slots)
+	s.initEnqueues(max, slots)
 	s.starts = newGroup(max, maxBytes, slots, func(startReq) int { return 0 },
 		func(ctx context.Context, calls []startReq) ([]StartResult, error) {
 			return byKey(calls, func(c startReq) time.Duration { return c.ttl },

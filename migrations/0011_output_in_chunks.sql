@@ -12,6 +12,10 @@
 -- moving them would rewrite every finished row of the job table under the
 -- migration lock, for no change a reader could see. This changes no data;
 -- it says so in the catalog for whoever reads the schema.
+--
+-- Upgrade every replica together: a replica older than this reads a
+-- terminal record's output from the columns only, so it would show empty
+-- output for a command a newer replica finished.
 COMMENT ON COLUMN commands.stdout IS
     'Output of commands finished before migration 0011 only; since then it is in command_chunks (stream 1) and this is empty.';
 COMMENT ON COLUMN commands.stderr IS

@@ -7,7 +7,9 @@ import (
 )
 
 // pruneSQL deletes at most $2 terminal commands that finished more than $1
-// milliseconds ago, oldest first; their chunks go by ON DELETE CASCADE. The
+// milliseconds ago, oldest first; their chunks (their output: a finished
+// command keeps its chunk rows) go by ON DELETE CASCADE, which seeks each
+// command's rows on the chunks' primary key (TestReadOutputUsesIndexes). The
 // status list repeats commands_finished_idx's predicate so each batch reads
 // only that index. SKIP LOCKED lets replicas prune at once, and never waits
 // on a row another transaction holds.

@@ -27,6 +27,11 @@ type SubmitBatchItem struct {
 	Args                []string `json:"args"`
 	TimeoutSeconds      Seconds  `json:"timeout_seconds,omitzero"`
 	QueueTimeoutSeconds Seconds  `json:"queue_timeout_seconds,omitzero"`
+	// IdempotencyKey makes the item safe to send again, as the single
+	// submit's Idempotency-Key header does: the same key, container and
+	// body by the same user within 24 hours answer with the first command
+	// (Replayed) instead of queuing another.
+	IdempotencyKey IdempotencyKey `json:"idempotency_key,omitzero"`
 }
 
 // Submit is the item as a single submit's body.
@@ -34,19 +39,34 @@ func (it SubmitBatchItem) Submit() SubmitRequest {
 	return SubmitRequest{Program: it.Program, Args: it.Args, TimeoutSeconds: it.TimeoutSeconds, QueueTimeoutSeconds: it.QueueTimeoutSeconds}
 }
 
-// SubmitBatchResult answers a batch submit: the queued records, in the
+// SubmitBatchResult answers a batch submit: one record per item, in the
 // request's order.
 type SubmitBatchResult struct {
-	Commands []CommandExecutionRecord `json:"commands"`
+	Commands []SubmitBatchRecord `json:"commands"`
+}
+
+// SubmitBatchRecord is an item's command in a batch's answer.
+type SubmitBatchRecord struct {
+	CommandExecutionRecord
+	// Replayed says the item's idempotency_key already named this command
+	// (the single submit answers 200 instead of 202 for the same): nothing
+	// was queued for the item. A replayed record's stdout and stderr are
+	// "", as in history, so the answer stays small however much output
+	// the commands wrote; stdout_bytes and stderr_bytes say how much there
+	// is to read with GET /api/v1/commands/{id}.
+	Replayed bool `json:"replayed"`
 }
 
 // Validate checks every item as a single submit is checked (the error
-// names the item: "commands[3].program") and the batch's size. Each
-// item's missing args list becomes an empty one.
+// names the item: "commands[3].program"), the batch's size, and the
+// items' idempotency keys: each well formed and no two the same, since a
+// key names one command. Each item's missing args list becomes an empty
+// one.
 func (b *SubmitBatch) Validate() error {
 	if len(b.Commands) == 0 || len(b.Commands) > MaxBatchCommands {
 		return &ValidationError{"commands", fmt.Sprintf("must hold 1 to %d commands, got %d", MaxBatchCommands, len(b.Commands))}
 	}
+	var keys map[string]int // key → first item with it; nil while no item has one
 	for i := range b.Commands {
 		it := &b.Commands[i]
 		req := it.Submit()
@@ -58,6 +78,20 @@ func (b *SubmitBatch) Validate() error {
 			return err
 		}
 		it.Args = req.Args
+		if !it.IdempotencyKey.Set {
+			continue
+		}
+		if msg := CheckIdempotencyKey(it.IdempotencyKey.Value); msg != "" {
+			return &ValidationError{fmt.Sprintf("commands[%d].idempotency_key", i), msg}
+		}
+		if first, ok := keys[it.IdempotencyKey.Value]; ok {
+			return &ValidationError{fmt.Sprintf("commands[%d].idempotency_key", i),
+				fmt.Sprintf("is also commands[%d].idempotency_key: a key names one command", first)}
+		}
+		if keys == nil {
+			keys = make(map[string]int)
+		}
+		keys[it.IdempotencyKey.Value] = i
 	}
 	return nil
 }

@@ -403,9 +403,9 @@ func (s *session) renewedAt() time.Time { return time.Unix(0, s.lastRenew.Load()
 func (s *session) callTimeout() time.Duration { return max(s.ttl/3, 100*time.Millisecond) }
 
 // transferTimeout bounds a heartbeat carrying output and a finish. Their time
-// on the coordinator grows with the output (a finish folds every stored
-// chunk into the record: seconds for hundreds of MiB), so a third of the TTL
-// could cut every attempt short. The lease does not wait on them: the keeper
+// on the coordinator grows with the bytes they carry (a chunk, written and
+// committed) and with the database's load, so a third of the TTL could cut
+// every attempt short. The lease does not wait on them: the keeper
 // renews it meanwhile with its own short calls.
 func (s *session) transferTimeout() time.Duration {
 	return max(2*s.hb+20*time.Second, s.callTimeout())

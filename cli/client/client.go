@@ -369,17 +369,21 @@ func (c *Client) Submit(ctx context.Context, containerID string, req shared.Subm
 
 // SubmitMany queues several commands, each in its own container, in one
 // request (POST /api/v1/commands): all or none. The records come back in
-// the items' order. An error means nothing was queued — unless the
-// request's fate is unknown (the connection dropped before the answer),
-// which is why it is not retried once sent.
-func (c *Client) SubmitMany(ctx context.Context, items []shared.SubmitBatchItem) ([]shared.CommandExecutionRecord, error) {
+// the items' order; Replayed marks an item whose IdempotencyKey already
+// named that command (nothing was queued for it). An error means nothing
+// was queued — unless the request's fate is unknown (the connection
+// dropped before the answer). So a batch is retried, as a keyed Submit
+// is, only when every item has a key: sent again, it queues nothing twice.
+func (c *Client) SubmitMany(ctx context.Context, items []shared.SubmitBatchItem) ([]shared.SubmitBatchRecord, error) {
+	keyed := len(items) > 0
 	for i := range items {
 		if items[i].Args == nil {
 			items[i].Args = []string{}
 		}
+		keyed = keyed && items[i].IdempotencyKey.Set
 	}
 	var res shared.SubmitBatchResult
-	if _, err := c.call(ctx, request{method: http.MethodPost, path: "/api/v1/commands", body: shared.SubmitBatch{Commands: items}}, false, &res); err != nil {
+	if _, err := c.call(ctx, request{method: http.MethodPost, path: "/api/v1/commands", body: shared.SubmitBatch{Commands: items}}, keyed, &res); err != nil {
 		return nil, fmt.Errorf("submit %d commands: %w", len(items), err)
 	}
 	return res.Commands, nil

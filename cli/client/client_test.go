@@ -122,3 +122,49 @@ func TestNewRefusesBadSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestSubmitManyKeys: SubmitMany sends each item's idempotency_key (and
+// none for an item without one), reads which records are replays, and
+// retries an answer that asks for it only when every item has a key:
+// sent again, such a batch queues nothing twice.
+func TestSubmitManyKeys(t *testing.T) {
+	var calls atomic.Int32
+	var body string
+	c := newTestClient(t, func(w http.ResponseWriter, r *http.Request) {
+		raw, _ := io.ReadAll(r.Body)
+		body = string(raw)
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":{"code":"unavailable","message":"try again"}}`)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, `{"commands":[{"id":"a","status":"queued","replayed":true},{"id":"b","status":"queued","replayed":false}]}`)
+	})
+	const ctr = "f47ac10b-58cc-4372-a567-0e02b2c3d479"
+	recs, err := c.SubmitMany(context.Background(), []shared.SubmitBatchItem{
+		{ContainerID: ctr, Program: "true", IdempotencyKey: shared.IdemKey("k1")},
+		{ContainerID: ctr, Program: "echo", Args: []string{"x"}, IdempotencyKey: shared.IdemKey("k2")},
+	})
+	if err != nil || calls.Load() != 2 || len(recs) != 2 || !recs[0].Replayed || recs[0].ID != "a" || recs[1].Replayed || recs[1].ID != "b" {
+		t.Fatalf("keyed batch: %+v, %v after %d calls; want the second call's records", recs, err, calls.Load())
+	}
+	want := `{"commands":[{"container_id":"` + ctr + `","program":"true","args":[],"idempotency_key":"k1"},` +
+		`{"container_id":"` + ctr + `","program":"echo","args":["x"],"idempotency_key":"k2"}]}`
+	if body != want {
+		t.Fatalf("body %s\nwant %s", body, want)
+	}
+
+	calls.Store(0)
+	_, err = c.SubmitMany(context.Background(), []shared.SubmitBatchItem{
+		{ContainerID: ctr, Program: "true", IdempotencyKey: shared.IdemKey("k1")},
+		{ContainerID: ctr, Program: "true"},
+	})
+	if !IsCode(err, "unavailable") || calls.Load() != 1 {
+		t.Fatalf("batch with an item without a key: %v after %d calls, want unavailable at once", err, calls.Load())
+	}
+	if want := `{"container_id":"` + ctr + `","program":"true","args":[]}]}`; !strings.HasSuffix(body, want) {
+		t.Fatalf("an item without a key sent as %s", body)
+	}
+}

@@ -19,11 +19,17 @@ import (
 // use (or that no agent reported) is the single submit's 404
 // unknown_container for the whole batch — nothing is queued. An error
 // answer means nothing was queued. Each node is notified once.
+//
+// An item may carry an idempotency_key, with the single submit's
+// Idempotency-Key semantics: an item whose key already names the same
+// request answers with that command, marked replayed, and queues nothing;
+// a key naming a different request is the single submit's 422
+// idempotency_key_reused for the whole batch. 202 if anything was
+// queued, 200 if every item was a replay (as the single submit's replay).
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) error {
-	// A client that sends a key expects a retry to be safe; the batch
-	// would queue everything again, so it says so instead of ignoring it.
+	// A key names one command; a batch's keys go in its items.
 	if len(r.Header.Values(IdempotencyKeyHeader)) > 0 {
-		return badRequest("invalid_header", IdempotencyKeyHeader+" is not supported by the batch submit; submit one command at a time to use it")
+		return badRequest("invalid_header", IdempotencyKeyHeader+" is not supported by the batch submit: a key names one command; give each item its own idempotency_key")
 	}
 	var b shared.SubmitBatch
 	if err := decodeJSON(w, r, shared.MaxSubmitBatchBodyBytes, &b); err != nil {
@@ -46,20 +52,39 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request) error {
 			}
 			return err
 		}
-		items[i] = store.BatchItem{ContainerID: id.String(), Req: req}
+		items[i] = store.BatchItem{ContainerID: id.String(), Req: req, IdempotencyKey: it.IdempotencyKey.Value}
 	}
 	cs, err := s.store.EnqueueMany(r.Context(), userFrom(r).ID, items)
 	var missing *store.ContainerNotFoundError
 	if errors.As(err, &missing) {
 		return errUnknownContainer(missing.ContainerID)
 	}
+	var reused *store.IdempotencyKeyReusedError
+	if errors.As(err, &reused) {
+		return &Error{http.StatusUnprocessableEntity, "idempotency_key_reused",
+			fmt.Sprintf("commands[%d].idempotency_key was already used, within 24 hours, for a different container or body", reused.Index)}
+	}
 	if err != nil {
 		return err
 	}
-	s.reqLog(r).Info("commands queued", "commands", len(cs))
-	res := shared.SubmitBatchResult{Commands: make([]shared.CommandExecutionRecord, len(cs))}
+	res := shared.SubmitBatchResult{Commands: make([]shared.SubmitBatchRecord, len(cs))}
+	queued := 0
 	for i, c := range cs {
-		res.Commands[i] = record(c)
+		rec := record(c.CommandWithOutput)
+		if c.Replay {
+			// The output of a replayed command is not read: a batch of
+			// finished commands would answer up to 2 × the output cap
+			// per item. GET /api/v1/commands/{id} has it.
+			rec.Stdout, rec.Stderr = "", ""
+		} else {
+			queued++
+		}
+		res.Commands[i] = shared.SubmitBatchRecord{CommandExecutionRecord: rec, Replayed: c.Replay}
 	}
-	return writeJSON(w, http.StatusAccepted, res)
+	s.reqLog(r).Info("commands queued", "commands", queued, "replayed", len(cs)-queued)
+	status := http.StatusAccepted
+	if queued == 0 {
+		status = http.StatusOK
+	}
+	return writeJSON(w, status, res)
 }

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/execq/execq/coordinator/store"
@@ -14,11 +13,12 @@ import (
 const IdempotencyKeyHeader = "Idempotency-Key"
 
 // MaxIdempotencyKeyBytes bounds a key.
-const MaxIdempotencyKeyBytes = 255
+const MaxIdempotencyKeyBytes = shared.MaxIdempotencyKeyBytes
 
 // idempotencyKey reads the submit's Idempotency-Key: "" when absent. A key
-// is 1 to 255 bytes of printable ASCII (space to tilde) and given once;
-// anything else is a 400 invalid_header, before anything is written.
+// is 1 to 255 bytes of printable ASCII (space to tilde) and given once
+// (shared.CheckIdempotencyKey, as a batch item's idempotency_key); anything
+// else is a 400 invalid_header, before anything is written.
 func idempotencyKey(r *http.Request) (string, error) {
 	vs := r.Header.Values(IdempotencyKeyHeader)
 	switch {
@@ -27,16 +27,10 @@ func idempotencyKey(r *http.Request) (string, error) {
 	case len(vs) > 1:
 		return "", badRequest("invalid_header", IdempotencyKeyHeader+" must be given at most once")
 	}
-	key := vs[0]
-	if key == "" || len(key) > MaxIdempotencyKeyBytes {
-		return "", badRequest("invalid_header", fmt.Sprintf("%s must be 1 to %d bytes, got %d", IdempotencyKeyHeader, MaxIdempotencyKeyBytes, len(key)))
+	if msg := shared.CheckIdempotencyKey(vs[0]); msg != "" {
+		return "", badRequest("invalid_header", IdempotencyKeyHeader+" "+msg)
 	}
-	for i := 0; i < len(key); i++ {
-		if key[i] < 0x20 || key[i] > 0x7e {
-			return "", badRequest("invalid_header", fmt.Sprintf("%s must be printable ASCII; byte %d is 0x%02x", IdempotencyKeyHeader, i, key[i]))
-		}
-	}
-	return key, nil
+	return vs[0], nil
 }
 
 // enqueue submits req, once per idempotency key when key is set. replay says

@@ -26,10 +26,12 @@ import (
 const (
 	// outputSliceBytes is how much of a stream one query reads; a read
 	// briefly holds about four times that (the driver's hex text, the
-	// decoded bytes and database/sql's copy). PostgreSQL decompresses a
-	// compressed value from its start up to the slice's end, so slices are
-	// not made smaller: 64 MiB of NULs is 128 queries, about 3 s of one
-	// database core.
+	// decoded bytes and database/sql's copy). A slice reads only the chunk
+	// rows it overlaps (store.ReadOutput), each decompressed from its
+	// start: at most one request's output. A record folded into one value
+	// per stream before migration 0011 is decompressed from the stream's
+	// start up to the slice's end, so slices are not made smaller: 64 MiB
+	// of NULs folded is 128 queries, about 3 s of one database core.
 	outputSliceBytes = 512 << 10
 	// encodePieceBytes is how much of a slice is encoded and written at
 	// once: the JSON of a piece is at most six times its size.

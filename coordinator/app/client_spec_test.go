@@ -49,6 +49,21 @@ func TestClientHeldToTheDescription(t *testing.T) {
 		many[0].Status != shared.StatusQueued || many[1].Program != "echo" {
 		t.Fatalf("submit many: %+v, %v", many, err)
 	}
+	keyed := []shared.SubmitBatchItem{
+		{ContainerID: b.NodeA.Container, Program: "echo", Args: []string{"k"}, IdempotencyKey: shared.IdemKey("spec-batch-1")},
+		{ContainerID: b.NodeB.Container, Program: "true", IdempotencyKey: shared.IdemKey("spec-batch-2")},
+	}
+	made, err := c.SubmitMany(ctx, keyed)
+	if err != nil || made[0].Replayed || made[1].Replayed {
+		t.Fatalf("keyed submit many: %+v, %v", made, err)
+	}
+	again, err := c.SubmitMany(ctx, append(keyed[:1:1], shared.SubmitBatchItem{ContainerID: b.NodeA.Container, Program: "true"}))
+	if err != nil || !again[0].Replayed || again[0].ID != made[0].ID || again[1].Replayed || again[1].ID == made[1].ID {
+		t.Fatalf("keyed submit many again, with a new item: %+v, %v; want %s replayed", again, err, made[0].ID)
+	}
+	if _, err := c.SubmitMany(ctx, []shared.SubmitBatchItem{{ContainerID: b.NodeB.Container, Program: "false", IdempotencyKey: shared.IdemKey("spec-batch-2")}}); !client.IsCode(err, "idempotency_key_reused") {
+		t.Fatalf("submit many reusing a key: %v, want idempotency_key_reused", err)
+	}
 	if _, err := c.SubmitMany(ctx, []shared.SubmitBatchItem{{ContainerID: uuid.NewString(), Program: "true"}}); !client.IsCode(err, "unknown_container") {
 		t.Fatalf("submit many to an unknown container: %v, want unknown_container", err)
 	}

@@ -69,8 +69,13 @@ func TestLifecycle(t *testing.T) {
 		if got.ExitCode == nil || *got.ExitCode != 0 || got.FinishedAt == nil || got.FinishedAt.Before(*got.StartedAt) {
 			t.Fatalf("exit/timestamps: %+v", got)
 		}
-		if n := b.count(`SELECT count(*) FROM command_chunks WHERE command_id = $1`, rec.ID); n != 0 {
-			t.Fatalf("%d chunk rows left after finish", n)
+		// Stored once: in the chunk rows, which are the record's output,
+		// and not copied into the record's columns.
+		if n := b.count(`SELECT count(*) FROM commands WHERE id = $1 AND octet_length(stdout) + octet_length(stderr) > 0`, rec.ID); n != 0 {
+			t.Fatalf("output copied into the record's columns at finish")
+		}
+		if n := b.count(`SELECT coalesce(sum(octet_length(data)), 0) FROM command_chunks WHERE command_id = $1`, rec.ID); n != out.Len()+errOut.Len() {
+			t.Fatalf("%d bytes in chunk rows after finish, want the %d sent", n, out.Len()+errOut.Len())
 		}
 	})
 

@@ -68,6 +68,7 @@ func TestOpenAPIMatchesWireTypes(t *testing.T) {
 		{"SubmitBatch", reflect.TypeFor[shared.SubmitBatch](), false},
 		{"SubmitBatchItem", reflect.TypeFor[shared.SubmitBatchItem](), false},
 		{"SubmitBatchResult", reflect.TypeFor[shared.SubmitBatchResult](), true},
+		{"SubmitBatchRecord", reflect.TypeFor[shared.SubmitBatchRecord](), true},
 		{"CancelRequest", reflect.TypeFor[shared.CancelRequest](), false},
 	}
 	for _, tc := range cases {
@@ -175,6 +176,8 @@ func goJSONType(t reflect.Type) (string, bool) {
 		return "string", nullable
 	case reflect.TypeFor[shared.Seconds]():
 		return "integer", nullable
+	case reflect.TypeFor[shared.IdempotencyKey]():
+		return "string", nullable
 	}
 	switch t.Kind() {
 	case reflect.String:

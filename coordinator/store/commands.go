@@ -119,27 +119,40 @@ func enqueueArgs(containerID, requestedBy string, req shared.SubmitRequest, key 
 // (not an admin, and no grant selects it): the two are one answer, so a
 // caller learns nothing about containers they may not use.
 func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
-	ctx, cancel := s.deadline(ctx)
+	// The wait in the group is bounded as the wait for admission is: a
+	// submit not taken into a batch by then fails with ErrTimeout, having
+	// done nothing.
+	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
 	defer cancel()
-	var c CommandWithOutput
-	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
-		return conn.GetContext(ctx, &c, enqueueSQL, enqueueArgs(containerID, requestedBy, req, "", nil)...)
+	shed := ctx.Value(sheddableKey) != nil
+	if shed {
+		s.queuedShed.Add(1)
+	}
+	r, err := s.enqueues.do(ctx, enqueueReq{containerID: containerID, requestedBy: requestedBy, req: req}, func() {
+		if shed {
+			s.queuedShed.Add(-1)
+		}
 	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, ErrNotFound
+	if err == nil {
+		err = r.err
+	}
+	if errors.Is(err, ErrNotFound) {
+		return r.cmd, ErrNotFound
 	}
 	if err != nil {
-		return c, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
+		return r.cmd, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
 	}
-	return c, nil
+	return r.cmd, nil
 }
 
-// Get returns a command with its assembled output.
+// Get returns a command with its whole output once terminal, in one value:
+// for tests and small records. The API reads a record with GetHead and
+// ReadOutput, in slices.
 func (s *Store) Get(ctx context.Context, id string) (CommandWithOutput, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var c CommandWithOutput
-	err := s.db.GetContext(ctx, &c, `SELECT `+commandCols+`, stdout, stderr FROM commands WHERE id = $1`, id)
+	err := s.db.GetContext(ctx, &c, `SELECT `+commandCols+`, `+wholeOutputCols+` FROM commands c WHERE id = $1`, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
@@ -155,15 +168,18 @@ type CommandHead struct {
 	StderrSize int64 `db:"stderr_size"`
 }
 
-// GetHead returns a command and the sizes of its stored streams.
-// octet_length reads the size from a TOAST pointer's header, so the output
-// is neither fetched nor decompressed.
+var getHeadSQL = `SELECT ` + commandCols + `, ` + stdoutEndSQL + ` AS stdout_size, ` + stderrEndSQL + ` AS stderr_size
+	FROM commands c WHERE id = $1`
+
+// GetHead returns a command and the sizes of its stored streams: the end
+// of each stream's last chunk row, one probe of the chunks' primary key
+// each (storedEndSQL). octet_length reads a size from a TOAST pointer's
+// header, so no output is fetched nor decompressed.
 func (s *Store) GetHead(ctx context.Context, id string) (CommandHead, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var c CommandHead
-	err := s.db.GetContext(ctx, &c, `SELECT `+commandCols+`, octet_length(stdout) AS stdout_size, octet_length(stderr) AS stderr_size
-		FROM commands WHERE id = $1`, id)
+	err := s.db.GetContext(ctx, &c, getHeadSQL, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
@@ -411,24 +427,27 @@ type FinishResult struct {
 	Received shared.Offsets
 }
 
-// finalize folds a command's chunks into its record and makes it terminal
-// as e says (see ending).
+// finalize makes a command terminal as e says (see ending), adding e's
+// execq line to stderr as its last chunk row. Its output stays in its
+// chunk rows, which are its record's storage (output.go).
 func finalize(ctx context.Context, tx *sqlx.Tx, id string, e ending) (time.Duration, error) {
-	// One statement (it sits on every command's completion path): take the
-	// chunks out, fold them into the record, and notify GET ?wait= callers,
-	// which is delivered at commit so a woken waiter reads the terminal row.
+	// One statement (it sits on every command's completion path): end the
+	// command, store the line at stderr's stored end (its length less what
+	// was dropped past the cap: appendChunks keeps the two in step), and
+	// notify GET ?wait= callers, which is delivered at commit so a woken
+	// waiter reads the terminal row.
 	var ran float64
 	err := tx.GetContext(ctx, &ran, `
-		WITH del AS (DELETE FROM command_chunks WHERE command_id = $1 RETURNING stream, off, data),
-		upd AS (
+		WITH upd AS (
 			UPDATE commands SET status = $2, exit_code = $3, finished_at = now(), lease_expires_at = NULL,
 				end_reason = $6, end_signal = nullif($7, ''),
-				leased_by = CASE WHEN $5 THEN NULL ELSE leased_by END,
-				stdout = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM del WHERE stream = 1), ''::bytea),
-				stderr = coalesce((SELECT string_agg(data, ''::bytea ORDER BY off) FROM del WHERE stream = 2), ''::bytea)
-					|| convert_to($4, 'UTF8')
+				leased_by = CASE WHEN $5 THEN NULL ELSE leased_by END
 			WHERE id = $1
-			RETURNING coalesce(extract(epoch FROM finished_at - started_at), 0)::float8 AS ran)
+			RETURNING id, stderr_len - stderr_omitted AS note_off,
+				coalesce(extract(epoch FROM finished_at - started_at), 0)::float8 AS ran),
+		note AS (
+			INSERT INTO command_chunks (command_id, stream, off, data)
+			SELECT upd.id, `+fmt.Sprint(streamStderr)+`, upd.note_off, convert_to($4, 'UTF8') FROM upd WHERE $4 <> '')
 		SELECT upd.ran FROM upd, LATERAL (SELECT pg_notify('`+FinishedChannel+`', $1::text)) AS n`,
 		id, e.status, e.exit, e.note, e.clearLease, e.reason, e.signal)
 	if err != nil {

@@ -220,7 +220,9 @@ func (s *Store) Cancel(ctx context.Context, id string, user User, graceSeconds i
 				return interpretError(err)
 			}
 		}
-		return interpretError(tx.GetContext(ctx, &out, `SELECT `+commandCols+`, stdout, stderr FROM commands WHERE id = $1`, id))
+		// A running command's record has no output yet (wholeOutputCols), and
+		// a queued one cancelled has only its execq line.
+		return interpretError(tx.GetContext(ctx, &out, `SELECT `+commandCols+`, `+wholeOutputCols+` FROM commands c WHERE id = $1`, id))
 	})
 	if err != nil {
 		return out, 0, fmt.Errorf("cancel command %s: %w", id, err)

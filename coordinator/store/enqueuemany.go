@@ -17,7 +17,32 @@ import (
 type BatchItem struct {
 	ContainerID string
 	Req         shared.SubmitRequest
+	// IdempotencyKey, when not "", queues the item once per key, as
+	// EnqueueOnce does. The keys of one batch must differ.
+	IdempotencyKey string
 }
+
+// BatchResult is an item's command after EnqueueMany.
+type BatchResult struct {
+	CommandWithOutput
+	// Replay says the item's idempotency key already named this command
+	// (same container and body) and nothing was queued for it. As with
+	// EnqueueOnce, a replayed command's output is not read (empty).
+	Replay bool
+}
+
+// IdempotencyKeyReusedError says the batch's item Index has a key that
+// already names a command submitted with a different container or body.
+// Nothing of the batch was queued. It is ErrIdempotencyKeyReused to
+// errors.Is.
+type IdempotencyKeyReusedError struct{ Index int }
+
+func (e *IdempotencyKeyReusedError) Error() string {
+	return fmt.Sprintf("item %d: %v", e.Index, ErrIdempotencyKeyReused)
+}
+
+// Is makes the error ErrIdempotencyKeyReused.
+func (e *IdempotencyKeyReusedError) Is(target error) bool { return target == ErrIdempotencyKeyReused }
 
 // ContainerNotFoundError says a batch named a container that was never
 // reported (or is gone) or that the caller may not use — one answer for
@@ -78,26 +103,28 @@ var missingContainerSQL = `
 // is queued and the error is a *ContainerNotFoundError naming the first;
 // any other error means nothing was queued either (or, ErrUnavailable, the
 // database cannot say).
-func (s *Store) EnqueueMany(ctx context.Context, requestedBy string, items []BatchItem) ([]CommandWithOutput, error) {
+//
+// Items with an idempotency key are queued once per key, as EnqueueOnce
+// does (enqueueManyOnce): an item whose key already names the same
+// request comes back as that command with Replay set; a key naming a
+// different request refuses the batch with an *IdempotencyKeyReusedError.
+// A batch without keys costs what it did before keys existed: one
+// autocommit statement.
+func (s *Store) EnqueueMany(ctx context.Context, requestedBy string, items []BatchItem) ([]BatchResult, error) {
+	for _, it := range items {
+		if it.IdempotencyKey != "" {
+			return s.enqueueManyOnce(ctx, requestedBy, items)
+		}
+	}
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	n := len(items)
-	ids, ctrs, progs, args := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	ts, qts := make([]sql.NullInt32, n), make([]sql.NullInt32, n)
-	for i, it := range items {
-		a := it.Req.Args
-		if a == nil {
-			a = []string{}
-		}
-		js, err := json.Marshal(a)
-		if err != nil {
-			return nil, fmt.Errorf("encode args of item %d: %w", i, err)
-		}
-		ids[i], ctrs[i], progs[i], args[i] = uuid.NewString(), it.ContainerID, it.Req.Program, string(js)
-		ts[i], qts[i] = optSeconds(it.Req.TimeoutSeconds), optSeconds(it.Req.QueueTimeoutSeconds)
+	ids, ctrs, progs, args, ts, qts, err := batchArrays(items)
+	if err != nil {
+		return nil, err
 	}
 	var rows []CommandWithOutput
-	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+	err = s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
 		return conn.SelectContext(ctx, &rows, enqueueManySQL, requestedBy, pq.Array(ids), pq.Array(ctrs),
 			pq.Array(progs), pq.Array(args), pq.Array(ts), pq.Array(qts))
 	})
@@ -115,9 +142,31 @@ func (s *Store) EnqueueMany(ctx context.Context, requestedBy string, items []Bat
 	for i := range rows {
 		byID[rows[i].ID] = &rows[i]
 	}
-	out := make([]CommandWithOutput, n)
+	out := make([]BatchResult, n)
 	for i, id := range ids {
-		out[i] = *byID[id]
+		out[i].CommandWithOutput = *byID[id]
 	}
 	return out, nil
+}
+
+// batchArrays are the items as the columns of enqueueManySQL and
+// enqueueManyOnceSQL: a new ID, the container, the program, the args as a
+// JSON array, and the run and queue timeouts (NULL for the defaults).
+func batchArrays(items []BatchItem) (ids, ctrs, progs, args []string, ts, qts []sql.NullInt32, err error) {
+	n := len(items)
+	ids, ctrs, progs, args = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	ts, qts = make([]sql.NullInt32, n), make([]sql.NullInt32, n)
+	for i, it := range items {
+		a := it.Req.Args
+		if a == nil {
+			a = []string{}
+		}
+		js, err := json.Marshal(a)
+		if err != nil {
+			return nil, nil, nil, nil, nil, nil, fmt.Errorf("encode args of item %d: %w", i, err)
+		}
+		ids[i], ctrs[i], progs[i], args[i] = uuid.NewString(), it.ContainerID, it.Req.Program, string(js)
+		ts[i], qts[i] = optSeconds(it.Req.TimeoutSeconds), optSeconds(it.Req.QueueTimeoutSeconds)
+	}
+	return ids, ctrs, progs, args, ts, qts, nil
 }

@@ -22,9 +22,9 @@ func TestEnqueueManyQueuesAllInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	items := []BatchItem{
-		{f.container, shared.SubmitRequest{Program: "echo", Args: []string{"a", "", "ü \"q\""}}},
-		{other, shared.SubmitRequest{Program: "true", TimeoutSeconds: shared.Secs(7), QueueTimeoutSeconds: shared.Secs(9)}},
-		{f.container, shared.SubmitRequest{Program: "x", Args: []string{}}},
+		{ContainerID: f.container, Req: shared.SubmitRequest{Program: "echo", Args: []string{"a", "", "ü \"q\""}}},
+		{ContainerID: other, Req: shared.SubmitRequest{Program: "true", TimeoutSeconds: shared.Secs(7), QueueTimeoutSeconds: shared.Secs(9)}},
+		{ContainerID: f.container, Req: shared.SubmitRequest{Program: "x", Args: []string{}}},
 	}
 	cs, err := f.st.EnqueueMany(f.ctx, f.user.ID, items)
 	if err != nil || len(cs) != 3 {
@@ -62,9 +62,9 @@ func TestEnqueueManyIsAllOrNothing(t *testing.T) {
 	if rej, err := f.st.ReplaceInventory(f.ctx, stranger.ID, []Container{{ID: ungranted, Name: "c", State: "running"}}); err != nil || len(rej) > 0 {
 		t.Fatal(rej, err)
 	}
-	ok := BatchItem{f.container, shared.SubmitRequest{Program: "true"}}
+	ok := BatchItem{ContainerID: f.container, Req: shared.SubmitRequest{Program: "true"}}
 	for _, bad := range []string{ungranted, uuid.NewString()} {
-		_, err := f.st.EnqueueMany(f.ctx, f.user.ID, []BatchItem{ok, {bad, shared.SubmitRequest{Program: "true"}}, ok})
+		_, err := f.st.EnqueueMany(f.ctx, f.user.ID, []BatchItem{ok, {ContainerID: bad, Req: shared.SubmitRequest{Program: "true"}}, ok})
 		var missing *ContainerNotFoundError
 		if !errors.As(err, &missing) || missing.ContainerID != bad || !errors.Is(err, ErrNotFound) {
 			t.Errorf("batch naming %s: %v, want it not found", bad, err)

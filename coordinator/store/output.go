@@ -32,20 +32,50 @@ type OutputPiece struct {
 	OmittedAt int64 `db:"omitted_at"`
 }
 
+// A stream's stored bytes are its chunk rows (command_chunks), live or
+// terminal: a command's output is written once, as it arrives, and never
+// copied. Commands finished before that (migration 0011) hold theirs folded
+// into the record's column (commands.stdout/stderr) and no chunk rows; a
+// command finished since holds an empty column. So a non-empty column is
+// the stream, and otherwise the chunks are: each reader takes one or the
+// other, exactly. %[1]s is the column, %[2]d the stream's number, c the
+// commands row.
+
+// storedEndSQL is the stored length of a stream: the end of its last chunk,
+// found backwards on the primary key.
+const storedEndSQL = `CASE WHEN octet_length(c.%[1]s) > 0 THEN octet_length(c.%[1]s)::bigint
+		ELSE coalesce((SELECT k.off + octet_length(k.data) FROM command_chunks k
+			WHERE k.command_id = c.id AND k.stream = %[2]d ORDER BY k.off DESC LIMIT 1), 0) END`
+
+// wholeOutputSQL is a terminal stream's stored bytes in one value, empty
+// while the command is live (the record's output is empty then). It is for
+// the records that are small by nature (a cancel's answer) and for tests:
+// the API sends a record from its head, in slices (GetHead, ReadOutput).
+const wholeOutputSQL = `CASE WHEN c.status NOT IN ('succeeded','failed','cancelled') THEN ''::bytea
+		WHEN octet_length(c.%[1]s) > 0 THEN c.%[1]s
+		ELSE coalesce((SELECT string_agg(k.data, ''::bytea ORDER BY k.off) FROM command_chunks k
+			WHERE k.command_id = c.id AND k.stream = %[2]d), ''::bytea) END`
+
+var (
+	stdoutEndSQL    = fmt.Sprintf(storedEndSQL, "stdout", streamStdout)
+	stderrEndSQL    = fmt.Sprintf(storedEndSQL, "stderr", streamStderr)
+	wholeOutputCols = fmt.Sprintf(wholeOutputSQL, "stdout", streamStdout) + ` AS stdout, ` +
+		fmt.Sprintf(wholeOutputSQL, "stderr", streamStderr) + ` AS stderr`
+)
+
 // readOutputSQL reads up to $4 bytes of stream $2 of command $1 from byte
-// $3. While the command is live the bytes are in command_chunks: only the
-// rows overlapping [$3, $3+$4) are read (the one holding $3 is found
-// backwards on the primary key) and cut to the range. Once terminal they
-// are in the record's column (finalize folded the chunks there in the same
-// transaction that changed the status, so one statement sees one or the
-// other, never neither). %s is the column.
+// $3. Only the chunk rows overlapping [$3, $3+$4) are read (the one holding
+// $3 is found backwards on the primary key) and cut to the range, so a
+// piece costs O(piece + one chunk) whatever the stream's size; a folded
+// record's column is cut the same way. Bytes below the stored end never
+// change, and a command's status and its last chunks change in one
+// transaction, so one statement sees a terminal status with every byte.
 const readOutputSQL = `
 	SELECT c.requested_by, c.status, c.%[1]s_omitted AS omitted, c.%[1]s_omitted_at AS omitted_at,
-		CASE WHEN c.status IN ('queued','running') THEN
-			coalesce((SELECT k.off + length(k.data) FROM command_chunks k
-				WHERE k.command_id = c.id AND k.stream = $2 ORDER BY k.off DESC LIMIT 1), 0)
-		ELSE octet_length(c.%[1]s)::bigint END AS stored_end,
-		CASE WHEN c.status IN ('queued','running') THEN
+		` + storedEndSQL + ` AS stored_end,
+		CASE WHEN octet_length(c.%[1]s) > 0 THEN
+			substring(c.%[1]s FROM (least($3::bigint, octet_length(c.%[1]s)) + 1)::int FOR $4::int)
+		ELSE
 			coalesce((SELECT string_agg(substring(k.data
 					FROM (greatest($3::bigint - k.off, 0) + 1)::int
 					FOR ($3::bigint + $4::int - greatest(k.off, $3::bigint))::int), ''::bytea ORDER BY k.off)
@@ -54,13 +84,12 @@ const readOutputSQL = `
 					AND k.off >= coalesce((SELECT max(m.off) FROM command_chunks m
 						WHERE m.command_id = c.id AND m.stream = $2 AND m.off <= $3::bigint), 0)
 					AND k.off < $3::bigint + $4::int
-					AND k.off + length(k.data) > $3::bigint), ''::bytea)
-		ELSE substring(c.%[1]s FROM (least($3::bigint, octet_length(c.%[1]s)) + 1)::int FOR $4::int) END AS data
+					AND k.off + length(k.data) > $3::bigint), ''::bytea) END AS data
 	FROM commands c WHERE c.id = $1`
 
 var (
-	readStdoutSQL = fmt.Sprintf(readOutputSQL, "stdout")
-	readStderrSQL = fmt.Sprintf(readOutputSQL, "stderr")
+	readStdoutSQL = fmt.Sprintf(readOutputSQL, "stdout", streamStdout)
+	readStderrSQL = fmt.Sprintf(readOutputSQL, "stderr", streamStderr)
 )
 
 // ReadOutput returns up to max bytes of one stream from byte offset from,

@@ -95,36 +95,68 @@ func TestReadOutput(t *testing.T) {
 	}
 }
 
-// TestReadOutputUsesIndexes: a piece of a running command's stream is found
-// through the chunks' primary key, not by reading every chunk of the
-// command (a 64 MiB stream is thousands of rows, read at every wake-up of
-// every follower).
+// TestReadOutputUsesIndexes: a piece of a command's stream, running or
+// terminal, is found through the chunks' primary key, not by reading every
+// chunk of the command (a 64 MiB stream is thousands of rows, read at every
+// wake-up of every follower and every slice of a record).
 func TestReadOutputUsesIndexes(t *testing.T) {
 	f := setup(t)
 	c := f.running()
 	f.exec(`INSERT INTO command_chunks (command_id, stream, off, data)
 		SELECT $1, s, i * 100, convert_to(repeat('x', 100), 'UTF8')
 		FROM generate_series(0, 20000) AS i, generate_series(1, 2) AS s`, c.ID)
+	// Other commands' output, as in any real table: the rows of one command
+	// are a sliver of it.
+	f.exec(`WITH o AS (
+			INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, finished_at)
+			SELECT gen_random_uuid(), $1, $2, $3, 'true', '{}', 'succeeded', now() FROM generate_series(1, 2000)
+			RETURNING id)
+		INSERT INTO command_chunks (command_id, stream, off, data)
+		SELECT o.id, 1, i * 100, convert_to(repeat('y', 100), 'UTF8') FROM o, generate_series(0, 49) AS i`,
+		f.container, f.node.ID, f.user.ID)
 	f.exec(`ANALYZE command_chunks`)
-	var raw []byte
-	if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+readStdoutSQL, c.ID, streamStdout, 1_000_050, 1000).Scan(&raw); err != nil {
-		t.Fatalf("explain: %v", err)
-	}
-	var plans []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("explain output %s: %v", raw, err)
-	}
-	for _, rel := range []string{"commands", "command_chunks"} {
-		if seq := plans[0].Plan.seqScans(rel); len(seq) > 0 {
-			t.Errorf("plan reads the whole %s table (%s):\n%s", rel, strings.Join(seq, "; "), raw)
+	explain := func(query string, args ...any) {
+		t.Helper()
+		var raw []byte
+		if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+query, args...).Scan(&raw); err != nil {
+			t.Fatalf("explain: %v", err)
+		}
+		var plans []struct {
+			Plan planNode `json:"Plan"`
+		}
+		if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
+			t.Fatalf("explain output %s: %v", raw, err)
+		}
+		for _, rel := range []string{"commands", "command_chunks"} {
+			if seq := plans[0].Plan.seqScans(rel); len(seq) > 0 {
+				t.Errorf("plan reads the whole %s table (%s):\n%s", rel, strings.Join(seq, "; "), raw)
+			}
 		}
 	}
-	p, err := f.st.ReadOutput(f.ctx, c.ID, streamStdout, 1_000_050, 1000)
-	if err != nil || len(p.Data) != 1000 || p.End != 2_000_100 {
-		t.Fatalf("read: %d bytes, end %d, %v", len(p.Data), p.End, err)
+	read := func() {
+		t.Helper()
+		explain(readStdoutSQL, c.ID, streamStdout, 1_000_050, 1000)
+		p, err := f.st.ReadOutput(f.ctx, c.ID, streamStdout, 1_000_050, 1000)
+		if err != nil || len(p.Data) != 1000 || p.End != 2_000_100 {
+			t.Fatalf("read: %d bytes, end %d, %v", len(p.Data), p.End, err)
+		}
 	}
+	read()
+	// A terminal command's output is still its chunks: read the same way,
+	// its head's sizes by one probe each, and its rows deleted with it
+	// (retention) through the key: the statement the foreign key's cascade
+	// runs for each command deleted, here for one of the many.
+	f.exec(`UPDATE commands SET status = 'succeeded', finished_at = now() WHERE id = $1`, c.ID)
+	read()
+	explain(getHeadSQL, c.ID)
+	if h, err := f.st.GetHead(f.ctx, c.ID); err != nil || h.StdoutSize != 2_000_100 || h.StderrSize != 2_000_100 {
+		t.Fatalf("head sizes %d/%d, %v", h.StdoutSize, h.StderrSize, err)
+	}
+	var other string
+	if err := f.st.db.GetContext(f.ctx, &other, `SELECT id FROM commands WHERE id <> $1 AND status = 'succeeded' LIMIT 1`, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	explain(`DELETE FROM ONLY command_chunks WHERE $1 OPERATOR(pg_catalog.=) command_id`, other)
 }
 
 // TestHeartbeatNotifiesFollowers: a heartbeat that stores output notifies

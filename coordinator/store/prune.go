@@ -9,7 +9,9 @@ import (
 
 // pruneSQL deletes at most $2 terminal commands that finished more than $1
 // milliseconds ago, and not before $3 (null: any time), oldest first; their
-// chunks go by ON DELETE CASCADE. It returns how many it deleted and the
+// chunks (their output: a finished command keeps its chunk rows) go by ON
+// DELETE CASCADE, which seeks each command's rows on the chunks' primary key
+// (TestReadOutputUsesIndexes). It returns how many it deleted and the
 // newest finished_at among them. The status list repeats
 // commands_finished_idx's predicate so each batch reads only that index.
 // SKIP LOCKED lets replicas prune at once, and never waits on a row another

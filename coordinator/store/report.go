@@ -158,7 +158,7 @@ func nonNil[T any](s []T) []T {
 // read, renews the lease of those marked renew ($13 ms; a finish that found
 // a gap keeps what arrived without renewing), and wakes the followers of
 // those whose output moved. It returns the rows it wrote.
-const appendSQL = `
+var appendSQL = `
 	WITH u AS (
 		SELECT * FROM unnest(` + reportArrays + `, $11::boolean[], $12::boolean[])
 		AS u(` + reportCols + `, renew, notify)),
@@ -168,12 +168,7 @@ const appendSQL = `
 			lease_expires_at = CASE WHEN u.renew THEN now() + $13 * interval '1 millisecond' ELSE c.lease_expires_at END
 		` + ofLocked + `
 		RETURNING c.id, c.lease_expires_at, u.notify),
-	ins AS (
-		INSERT INTO command_chunks (command_id, stream, off, data)
-		SELECT k.id, k.stream, k.off, substring($18::bytea FROM k.start + 1 FOR k.fin - k.start)
-		FROM (SELECT id, stream, off, fin, coalesce(lag(fin) OVER (ORDER BY n), 0) AS start
-			FROM unnest($14::uuid[], $15::smallint[], $16::bigint[], $17::int[]) WITH ORDINALITY AS k(id, stream, off, fin, n)) AS k
-		WHERE k.id IN (SELECT id FROM locked))
+	ins AS (` + fmt.Sprintf(insertChunksSQL, 14, 15, 16, 17, 18) + `)
 	SELECT upd.id::text AS id, upd.lease_expires_at FROM upd,
 		LATERAL (SELECT CASE WHEN upd.notify THEN pg_notify('` + OutputChannel + `', upd.id::text) END) AS n`
 
@@ -457,33 +452,38 @@ type FinishCallResult struct {
 	Err error
 }
 
+// insertChunksSQL stores a report's chunk parts for the rows locked; its
+// verbs are the numbers of the parameters holding the parts' command IDs,
+// streams, offsets, ends in the bytes, and the bytes (reportWrites).
+const insertChunksSQL = `INSERT INTO command_chunks (command_id, stream, off, data)
+		SELECT k.id, k.stream, k.off, substring($%[5]d::bytea FROM k.start + 1 FOR k.fin - k.start)
+		FROM (SELECT id, stream, off, fin, coalesce(lag(fin) OVER (ORDER BY n), 0) AS start
+			FROM unnest($%[1]d::uuid[], $%[2]d::smallint[], $%[3]d::bigint[], $%[4]d::int[]) WITH ORDINALITY AS k(id, stream, off, fin, n)) AS k
+		WHERE k.id IN (SELECT id FROM locked)`
+
 // finalizeSQL makes every row still as read terminal: its new stream ends,
-// its status and end, and its output — the chunks stored so far, then the
-// parts this request brought ($24, cut at the positions in $20–$23), then
-// the execq line — and deletes its chunks; it wakes GET ?wait= callers.
-// The new parts go straight into the record: written as chunk rows, the
-// same statement could not read them back.
-const finalizeSQL = `
+// its status and end; it stores the parts this request brought as chunk
+// rows, as a heartbeat does, and the execq line as stderr's last chunk (at
+// the stream's new stored end: its length less what was dropped past the
+// cap); and it wakes GET ?wait= callers. The chunk rows are the record's
+// output: nothing is copied (output.go).
+var finalizeSQL = `
 	WITH u AS (
 		SELECT * FROM unnest(` + reportArrays + `,
-			$11::text[], $12::int[], $13::boolean[], $14::text[], $15::text[], $16::text[],
-			$17::int[], $18::int[], $19::int[], $20::int[])
-		AS u(` + reportCols + `, status, exit, has_exit, note, reason, signal, out_from, out_to, err_from, err_to)),
+			$11::text[], $12::int[], $13::boolean[], $14::text[], $15::text[], $16::text[])
+		AS u(` + reportCols + `, status, exit, has_exit, note, reason, signal)),
 	` + lockUnchangedSQL + `,
 	upd AS (
 		UPDATE commands c SET ` + reportStreamSet + `,
 			status = u.status, exit_code = CASE WHEN u.has_exit THEN u.exit END, finished_at = now(), lease_expires_at = NULL,
-			end_reason = u.reason, end_signal = nullif(u.signal, ''),
-			stdout = coalesce((SELECT string_agg(k.data, ''::bytea ORDER BY k.off) FROM command_chunks k
-					WHERE k.command_id = c.id AND k.stream = 1), ''::bytea)
-				|| substring(coalesce($21::bytea, ''::bytea) FROM u.out_from + 1 FOR u.out_to - u.out_from),
-			stderr = coalesce((SELECT string_agg(k.data, ''::bytea ORDER BY k.off) FROM command_chunks k
-					WHERE k.command_id = c.id AND k.stream = 2), ''::bytea)
-				|| substring(coalesce($21::bytea, ''::bytea) FROM u.err_from + 1 FOR u.err_to - u.err_from)
-				|| convert_to(u.note, 'UTF8')
+			end_reason = u.reason, end_signal = nullif(u.signal, '')
 		` + ofLocked + `
 		RETURNING c.id, coalesce(extract(epoch FROM c.finished_at - c.started_at), 0)::float8 AS ran),
-	del AS (DELETE FROM command_chunks k USING upd WHERE k.command_id = upd.id)
+	ins AS (` + fmt.Sprintf(insertChunksSQL, 17, 18, 19, 20, 21) + `),
+	note AS (
+		INSERT INTO command_chunks (command_id, stream, off, data)
+		SELECT u.id, ` + fmt.Sprint(streamStderr) + `, u.err_len - u.err_om, convert_to(u.note, 'UTF8') FROM u
+		WHERE u.note <> '' AND u.id IN (SELECT id FROM locked))
 	SELECT upd.id::text AS id, upd.ran FROM upd,
 		LATERAL (SELECT pg_notify('` + FinishedChannel + `', upd.id::text)) AS n`
 
@@ -493,49 +493,24 @@ type finalWrites struct {
 	status, note, reason, signal []string
 	exit                         []int64
 	hasExit                      []bool
-	// outFrom..errTo cut this request's new bytes of each stream out of
-	// data.
-	outFrom, outTo, errFrom, errTo []int64
-	newBytes                       []byte
 }
 
 func (w *finalWrites) add(ver int64, c *Command, rows chunkRows, e ending) {
-	w.reportWrites.add(ver, c, chunkRows{})
+	w.reportWrites.add(ver, c, rows)
 	w.status, w.note = append(w.status, string(e.status)), append(w.note, e.note)
 	w.reason, w.signal = append(w.reason, string(e.reason)), append(w.signal, e.signal)
 	w.exit, w.hasExit = append(w.exit, int64(e.exit.Int32)), append(w.hasExit, e.exit.Valid)
-	// Parts of a stream are contiguous and in order (appendChunks), so
-	// each stream's new bytes are one run in data.
-	for _, stream := range []int64{streamStdout, streamStderr} {
-		from := int64(len(w.newBytes))
-		start := int64(0)
-		for i := range rows.streams {
-			if rows.streams[i] == stream {
-				w.newBytes = append(w.newBytes, rows.data[start:rows.ends[i]]...)
-			}
-			start = rows.ends[i]
-		}
-		if stream == streamStdout {
-			w.outFrom, w.outTo = append(w.outFrom, from), append(w.outTo, int64(len(w.newBytes)))
-		} else {
-			w.errFrom, w.errTo = append(w.errFrom, from), append(w.errTo, int64(len(w.newBytes)))
-		}
-	}
 }
 
 func (w *finalWrites) args() []any {
-	data := w.newBytes
-	if data == nil {
-		data = []byte{}
-	}
-	return append(w.reportWrites.args(), pq.Array(w.status), pq.Array(w.exit), pq.Array(w.hasExit), pq.Array(w.note),
-		pq.Array(w.reason), pq.Array(w.signal), pq.Array(w.outFrom), pq.Array(w.outTo), pq.Array(w.errFrom), pq.Array(w.errTo), data)
+	return append(append(w.reportWrites.args(), pq.Array(w.status), pq.Array(w.exit), pq.Array(w.hasExit), pq.Array(w.note),
+		pq.Array(w.reason), pq.Array(w.signal)), w.chunkArgs()...)
 }
 
 // Finish records a command's end: it appends the last chunks, checks every
 // captured byte has arrived (a *GapError otherwise, with the chunks of this
-// request kept), folds the chunks into the record and sets the terminal
-// status. A repeat by the same lease returns the stored status.
+// request kept) and sets the terminal status; the chunks stay, as the
+// record's output. A repeat by the same lease returns the stored status.
 // Concurrent finishes are committed together (group.go).
 func (s *Store) Finish(ctx context.Context, id, nodeID string, req shared.FinishRequest, outputCap int64) (FinishResult, error) {
 	res, err := s.finishes.do(ctx, finishReq{FinishCall{ID: id, NodeID: nodeID, Req: req}, outputCap})
@@ -674,6 +649,7 @@ func (s *Store) initGroups(opt Options) {
 	// costs the database what the largest single request may.
 	const maxBytes = shared.MaxRequestOutputBytes
 	s.initClaims(max, slots)
+	s.initEnqueues(max, slots)
 	s.starts = newGroup(max, maxBytes, slots, func(startReq) int { return 0 },
 		func(ctx context.Context, calls []startReq) ([]StartResult, error) {
 			return byKey(calls, func(c startReq) time.Duration { return c.ttl },

@@ -62,6 +62,11 @@ type Store struct {
 	finishes   *group[finishReq, FinishCallResult]
 	// Polls' claims, committed in groups too (claim.go).
 	claims *group[claimReq, []Command]
+	// Single submits, committed in groups too (enqueuegroup.go).
+	enqueues *group[enqueueReq, enqueueRes]
+	// queuedShed counts the submits marked WithShedding waiting in the
+	// enqueue group for a batch to take them; Busy counts them as waiting.
+	queuedShed atomic.Int64
 }
 
 // Options tune the pool.
@@ -86,8 +91,8 @@ type Options struct {
 	// requests are refused early instead of queueing past the query
 	// timeout.
 	MaxWaiting int
-	// ReportBatch bounds the agents' starts, heartbeats or finishes, or
-	// the polls' claims, committed together in one statement (group.go);
+	// ReportBatch bounds the agents' starts, heartbeats or finishes, the
+	// polls' claims, or the single submits, committed together in one statement (group.go);
 	// 0 means DefaultReportBatch, 1 commits each on its own.
 	ReportBatch int
 	// ReportSlots is how many batches of each kind may be in flight at
@@ -167,10 +172,10 @@ func (s *Store) deadline(ctx context.Context) (context.Context, context.CancelFu
 }
 
 // Busy reports that Options.MaxWaiting calls marked WithShedding wait for
-// admission: the database is the bottleneck, and a new request should be
+// admission, or for a batch of the submit group: the database is the bottleneck, and a new request should be
 // refused (429) before it adds to the queue.
 func (s *Store) Busy() bool {
-	return s.gate != nil && s.waitingShed.Load() >= int64(s.maxWaiting)
+	return s.gate != nil && s.waitingShed.Load()+s.queuedShed.Load() >= int64(s.maxWaiting)
 }
 
 // Waiting is the number of calls waiting for admission now.

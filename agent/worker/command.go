@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,10 +163,17 @@ func (s *session) run() {
 	s.out.tail = s.tail
 	// The exec is prepared (the container's process spec read, the exec's
 	// own written) while the start is on its way: a millisecond or two of
-	// disk work the program would otherwise wait for after the yes. Nothing
-	// runs before the yes; a refused start discards it.
+	// disk and CPU work the program would otherwise wait for after the yes.
+	// It begins once the start request is written, so on a busy host it
+	// does not delay the request itself — or, should the request carry no
+	// trace of ours (batched behind another command's), when the answer
+	// comes. Nothing runs before the yes; a refused start discards it.
+	wrote := make(chan struct{})
+	var wroteOnce sync.Once
+	markWrote := func() { wroteOnce.Do(func() { close(wrote) }) }
 	prep := make(chan prepared, 1)
 	go func() {
+		<-wrote
 		prepCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		pr, err := w.runner.Prepare(prepCtx, runc.ExecConfig{
@@ -181,8 +189,12 @@ func (s *session) run() {
 	// At most once: execute only after the coordinator said yes.
 	sent := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	startCtx = httptrace.WithClientTrace(startCtx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { markWrote() },
+	})
 	_, err := w.coord.Start(client.WithLogger(startCtx, s.log), s.cmd.ID, s.cmd.Attempt)
 	cancel()
+	markWrote()
 	if err != nil {
 		if p := <-prep; p.pr != nil {
 			p.pr.Discard()

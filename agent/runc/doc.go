@@ -12,7 +12,9 @@
 // (user, env, cwd, capabilities, rlimits, no_new_privileges, AppArmor and
 // SELinux labels), with Args replaced by [program, args...] and Terminal off.
 // Passing argv in a file means a program or argument beginning with "-" is
-// never parsed as a runc flag.
+// never parsed as a runc flag. Prepare does everything up to starting runc
+// (the spec and the exec's scratch directory), for a caller that has
+// something else to wait for first; Exec is Prepare and Start in one.
 //
 // # Telling "runc could not start it" from "it ran and failed"
 //

@@ -69,7 +69,9 @@ type Process struct {
 	pidFile string
 	logFile string
 
-	exited chan struct{} // closed when runc exec has exited (cmd.Wait returned)
+	exited  chan struct{} // closed when runc exec has exited (cmd.Wait returned)
+	cleaned chan struct{} // closed when the scratch directory is gone (see Wait)
+	remove  func(string) error
 
 	decided chan struct{} // closed once started and pid are known
 	started bool
@@ -101,6 +103,30 @@ const (
 // program is not tied to it — stop it with Stop, never by killing runc.
 // A container runc does not know gives an *ExecError wrapping ErrNotExist.
 func (r *Runner) Exec(ctx context.Context, cfg ExecConfig) (*Process, error) {
+	pr, err := r.Prepare(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return pr.Start()
+}
+
+// Prepared is an exec made ready to start: the container's process spec
+// read and written to its scratch directory. Nothing runs until Start; an
+// exec that will not be started must be Discarded.
+type Prepared struct {
+	r    *Runner
+	cfg  ExecConfig
+	dir  string
+	once sync.Once
+}
+
+// Prepare does what Exec does before it starts runc: it finds the
+// container's bundle, reads its process, and writes the exec's spec. It
+// takes a millisecond or two (more on a busy disk), which a caller that
+// must wait for something else before it may run the program — the agent
+// waits for the coordinator to record the start — spends meanwhile rather
+// than after. Errors are Exec's.
+func (r *Runner) Prepare(ctx context.Context, cfg ExecConfig) (*Prepared, error) {
 	args := append([]string{cfg.Program}, cfg.Args...)
 	spec, err := r.ProcessSpec(ctx, cfg.ContainerID, args)
 	if err != nil {
@@ -113,39 +139,60 @@ func (r *Runner) Exec(ctx context.Context, cfg ExecConfig) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare exec in container %s: %w", cfg.ContainerID, err)
 	}
-	// Lets a later agent reap the program should this one die (ReapOrphans).
+	// Lets a later agent reap the program should this one die
+	// (ReapOrphans), and remove the directory of one it never started.
 	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
-		os.RemoveAll(dir)
+		r.removeDir(dir)
 		return nil, fmt.Errorf("prepare exec in container %s: %w", cfg.ContainerID, err)
 	}
+	raw, err := json.Marshal(spec)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "process.json"), raw, 0o600)
+	}
+	if err != nil {
+		r.removeDir(dir)
+		return nil, fmt.Errorf("write process spec for container %s: %w", cfg.ContainerID, err)
+	}
+	return &Prepared{r: r, cfg: cfg, dir: dir}, nil
+}
+
+// Discard removes an exec that will not be started. It does nothing once
+// Start was called.
+func (pr *Prepared) Discard() {
+	pr.once.Do(func() { pr.r.removeDir(pr.dir) })
+}
+
+// Start starts the prepared exec as Exec does. It may be called once; a
+// failed Start leaves nothing behind.
+func (pr *Prepared) Start() (*Process, error) {
+	started := false
+	pr.once.Do(func() { started = true })
+	if !started {
+		return nil, errors.New("prepared exec started twice or discarded")
+	}
+	r, cfg, dir := pr.r, pr.cfg, pr.dir
 	p := &Process{
 		cfg:     cfg,
 		dir:     dir,
 		pidFile: filepath.Join(dir, "pid"),
 		logFile: filepath.Join(dir, "runc.log"),
 		exited:  make(chan struct{}),
+		cleaned: make(chan struct{}),
+		remove:  r.removeDir,
 		decided: make(chan struct{}),
 	}
 	specFile := filepath.Join(dir, "process.json")
-	raw, err := json.Marshal(spec)
-	if err == nil {
-		err = os.WriteFile(specFile, raw, 0o600)
-	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("write process spec for container %s: %w", cfg.ContainerID, err)
-	}
 
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
-		os.RemoveAll(dir)
+		r.removeDir(dir)
 		return nil, fmt.Errorf("exec in container %s: %w", cfg.ContainerID, err)
 	}
 	stderrR, stderrW, err := os.Pipe()
 	if err != nil {
 		stdoutR.Close()
 		stdoutW.Close()
-		os.RemoveAll(dir)
+		r.removeDir(dir)
 		return nil, fmt.Errorf("exec in container %s: %w", cfg.ContainerID, err)
 	}
 
@@ -165,7 +212,7 @@ func (r *Runner) Exec(ctx context.Context, cfg ExecConfig) (*Process, error) {
 	if err != nil {
 		stdoutR.Close()
 		stderrR.Close()
-		os.RemoveAll(dir)
+		r.removeDir(dir)
 		return nil, fmt.Errorf("run %s exec: %w", r.binary(), err)
 	}
 
@@ -357,16 +404,28 @@ func (p *Process) waitExited(d time.Duration) bool {
 // returns an *ExecError when the program never ran, another error when the
 // outcome is unknown (runc itself was killed), and otherwise the program's
 // exit status — a non-zero status is not an error.
+//
+// The exec's scratch directory is removed after Wait has its answer, not
+// before: a few unlinks on the agent's disk (a millisecond or more when it
+// is busy) that the command's finish need not wait for. Cleaned says when
+// it is gone; a caller that stops the agent waits for it, so a later agent
+// does not take the directory for an orphan's.
 func (p *Process) Wait() (Result, error) {
 	p.waitOnce.Do(func() {
 		<-p.exited
 		<-p.decided
 		p.readers.Wait()
 		p.result, p.err = p.outcome()
-		os.RemoveAll(p.dir)
+		go func() {
+			defer close(p.cleaned)
+			p.remove(p.dir)
+		}()
 	})
 	return p.result, p.err
 }
+
+// Cleaned is closed once Wait has removed the exec's scratch directory.
+func (p *Process) Cleaned() <-chan struct{} { return p.cleaned }
 
 // Counts returns the bytes passed on so far for stdout and stderr.
 func (p *Process) Counts() (stdout, stderr int64) {

@@ -39,6 +39,17 @@ type Runner struct {
 
 	mu      sync.Mutex
 	bundles map[string]bundleEntry // container ID -> bundle, see bundle()
+
+	// removeDirFn replaces os.RemoveAll for an exec's scratch directory in
+	// tests (export_test.go).
+	removeDirFn func(string) error
+}
+
+func (r *Runner) removeDir(dir string) error {
+	if r.removeDirFn != nil {
+		return r.removeDirFn(dir)
+	}
+	return os.RemoveAll(dir)
 }
 
 // bundleEntry remembers a container's bundle together with the identity of

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,7 +46,8 @@ type session struct {
 	stopCh     chan struct{} // closed by stop: end the program
 	lostCh     chan struct{} // closed when the lease is gone: end it, report nothing
 	lostOnce   sync.Once
-	quit       chan struct{} // closed when the session ends: stop the keeper
+	quit       chan struct{}   // closed when the session ends: stop the keeper
+	cleaned    <-chan struct{} // the exec's scratch directory is gone (nil: no exec)
 }
 
 func (w *Worker) newSession(cmd shared.LeasedCommand, lease *shared.LeaseResponse, log *slog.Logger) *session {
@@ -143,16 +145,60 @@ func (s *session) isLost() bool {
 // run drives the command. It always reports itself done to the worker.
 func (s *session) run() {
 	defer func() { s.w.done <- s }()
+	// The exec's scratch directory is removed after the finish is sent
+	// (runc.Process.Wait); the session ends once it is gone, so a stopping
+	// agent leaves none behind.
+	defer func() {
+		if s.cleaned != nil {
+			<-s.cleaned
+		}
+	}()
 	defer close(s.quit)
 	ctx := s.w.reportCtx
 	w := s.w
 
+	s.out = newOutput(w.cfg.MaxBufferBytes, int64(w.cfg.ChunkBytes), s.sendLimit, func(stream, n int) {
+		w.metrics.OutputBytes.WithLabelValues(streamNames[stream]).Add(float64(n))
+	})
+	s.out.tail = s.tail
+	// The exec is prepared (the container's process spec read, the exec's
+	// own written) while the start is on its way: a millisecond or two of
+	// disk and CPU work the program would otherwise wait for after the yes.
+	// It begins once the start request is written, so on a busy host it
+	// does not delay the request itself — or, should the request carry no
+	// trace of ours (batched behind another command's), when the answer
+	// comes. Nothing runs before the yes; a refused start discards it.
+	wrote := make(chan struct{})
+	var wroteOnce sync.Once
+	markWrote := func() { wroteOnce.Do(func() { close(wrote) }) }
+	prep := make(chan prepared, 1)
+	go func() {
+		<-wrote
+		prepCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		pr, err := w.runner.Prepare(prepCtx, runc.ExecConfig{
+			ContainerID: s.cmd.ContainerID,
+			Program:     s.cmd.Program,
+			Args:        s.cmd.Args,
+			Stdout:      s.out.writer(stdout),
+			Stderr:      s.out.writer(stderr),
+		})
+		prep <- prepared{pr, err}
+	}()
+
 	// At most once: execute only after the coordinator said yes.
 	sent := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	startCtx = httptrace.WithClientTrace(startCtx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { markWrote() },
+	})
 	_, err := w.coord.Start(client.WithLogger(startCtx, s.log), s.cmd.ID, s.cmd.Attempt)
 	cancel()
+	markWrote()
 	if err != nil {
+		if p := <-prep; p.pr != nil {
+			p.pr.Discard()
+		}
 		reason := "error"
 		level := slog.LevelWarn
 		switch {
@@ -173,13 +219,9 @@ func (s *session) run() {
 	w.metrics.CommandsRunning.Inc()
 	defer w.metrics.CommandsRunning.Dec()
 
-	s.out = newOutput(w.cfg.MaxBufferBytes, int64(w.cfg.ChunkBytes), s.sendLimit, func(stream, n int) {
-		w.metrics.OutputBytes.WithLabelValues(streamNames[stream]).Add(float64(n))
-	})
-	s.out.tail = s.tail
 	go s.keep()
 
-	fin, result := s.execute(ctx)
+	fin, result := s.execute(ctx, <-prep)
 	if s.isLost() {
 		w.metrics.CommandsExecuted.WithLabelValues(metrics.ResultLeaseLost).Inc()
 		return
@@ -190,27 +232,33 @@ func (s *session) run() {
 	w.metrics.CommandsExecuted.WithLabelValues(result).Inc()
 }
 
-// execute runs the program while a sender streams its output, and returns
-// the finish request (without chunks and lengths) and the metrics result.
-func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
+// prepared is the exec made ready while the start was on its way.
+type prepared struct {
+	pr  *runc.Prepared
+	err error
+}
+
+// execute runs the prepared program while a sender streams its output, and
+// returns the finish request (without chunks and lengths) and the metrics
+// result.
+func (s *session) execute(ctx context.Context, prep prepared) (shared.FinishRequest, string) {
 	w := s.w
 	fin := shared.FinishRequest{Attempt: s.cmd.Attempt}
 	if reason, result := s.stopped(); reason != "" {
 		// Stopped between start and exec (shutdown, cancel): never ran.
+		if prep.pr != nil {
+			prep.pr.Discard()
+		}
 		s.stoppedFinish(&fin, reason, runc.Result{}, errNotExecuted)
 		return fin, result
 	}
 	s.log.Info("executing command", "program", s.cmd.Program, "args", len(s.cmd.Args))
 	began := time.Now()
-	prepCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	proc, err := w.runner.Exec(prepCtx, runc.ExecConfig{
-		ContainerID: s.cmd.ContainerID,
-		Program:     s.cmd.Program,
-		Args:        s.cmd.Args,
-		Stdout:      s.out.writer(stdout),
-		Stderr:      s.out.writer(stderr),
-	})
-	cancel()
+	proc, err := prep.pr, prep.err
+	var p *runc.Process
+	if err == nil {
+		p, err = proc.Start()
+	}
 	if err != nil {
 		fin.Error = err.Error()
 		s.log.Info("command could not be started", "error", err)
@@ -221,6 +269,7 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 		return fin, metrics.ResultUnknown
 	}
 
+	s.cleaned = p.Cleaned()
 	sendDone, stopSender := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sendDone)
@@ -233,7 +282,7 @@ func (s *session) execute(ctx context.Context) (shared.FinishRequest, string) {
 	}
 	waitCh := make(chan waited, 1)
 	go func() {
-		res, err := proc.Wait()
+		res, err := p.Wait()
 		waitCh <- waited{res, err}
 	}()
 
@@ -246,20 +295,20 @@ wait:
 			break wait
 		case <-stopCh:
 			stopCh = nil
-			go s.terminate(proc)
+			go s.terminate(p)
 		case <-lostCh:
 			lostCh = nil
 			// Not ours any more: drop the output so the program is
 			// never blocked on it, and end the program.
 			s.out.abandon()
-			go proc.Stop(w.cfg.KillAfter)
+			go p.Stop(w.cfg.KillAfter)
 		case <-ctxDone:
 			// The shutdown's report deadline passed: nothing more will
 			// be sent, so a full buffer must not keep the stopped
 			// program (or runc) blocked on its pipe.
 			ctxDone = nil
 			s.out.abandon()
-			go proc.Stop(w.cfg.KillAfter)
+			go p.Stop(w.cfg.KillAfter)
 		}
 	}
 	// The sender ends after the request it has in flight, if any: that

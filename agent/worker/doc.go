@@ -11,7 +11,9 @@
 // cancelled, 403, or a network failure that outlasted the client's
 // retries — drops the command unexecuted.
 // (If the start did commit but its answer was lost, the coordinator later
-// marks the command lost; it is never run twice.)
+// marks the command lost; it is never run twice.) The exec is prepared —
+// its spec written, nothing run — while the start is on its way
+// (runc.Runner.Prepare), and discarded when the answer is not yes.
 //
 // # Leasing
 //

@@ -257,6 +257,51 @@ func TestStartNotConfirmedNeverRuns(t *testing.T) {
 			t.Errorf("refused command was reported: %+v", c)
 		}
 	}
+	// Each was prepared while its start was asked for; a refused one's
+	// preparation is discarded.
+	waitUntil(t, "no exec scratch directory left", func() bool { return len(scratchDirs(h)) == 0 })
+}
+
+// scratchDirs lists the exec scratch directories in the runner's TempDir.
+func scratchDirs(h *harness) []string {
+	dirs, _ := filepath.Glob(filepath.Join(h.c.Runner.TempDir, "execq-exec-*"))
+	return dirs
+}
+
+// TestExecPreparedWhileStartIsAsked: the exec's spec is written while the
+// start is on its way, not after the yes — and the program runs only after
+// it. The fake coordinator holds the start's answer until it sees the
+// prepared spec, and looks for the program's trace before answering.
+func TestExecPreparedWhileStartIsAsked(t *testing.T) {
+	var h *harness
+	var seen, ranEarly atomic.Bool
+	h = setup(t, Config{Concurrency: 1}, func(f *fakeCoord) {
+		f.onStart = func(id string) (int, any) {
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				specs, _ := filepath.Glob(filepath.Join(h.c.Runner.TempDir, "execq-exec-*", "process.json"))
+				if len(specs) > 0 {
+					seen.Store(true)
+					break
+				}
+			}
+			if _, err := os.Stat(filepath.Join(h.c.Rootfs, "tmp", "ran")); err == nil {
+				ranEarly.Store(true)
+			}
+			return 0, nil
+		}
+	})
+	id := h.fc.enqueue(h.c.ID, "touch", "/tmp/ran")
+	h.fc.waitFinished(t, id, 30*time.Second)
+	if c := h.fc.snapshot(id); c.finish == nil || c.finish.ExitCode == nil || *c.finish.ExitCode != 0 {
+		t.Fatalf("finish %+v", c.finish)
+	}
+	if !seen.Load() {
+		t.Fatal("the exec's spec was not written while the start was being answered")
+	}
+	if ranEarly.Load() {
+		t.Fatal("the program ran before its start was answered")
+	}
+	waitUntil(t, "no exec scratch directory left", func() bool { return len(scratchDirs(h)) == 0 })
 }
 
 func TestLargeOutputInBoundedChunks(t *testing.T) {

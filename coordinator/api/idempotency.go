@@ -35,8 +35,13 @@ func idempotencyKey(r *http.Request) (string, error) {
 
 // enqueue submits req, once per idempotency key when key is set. replay says
 // the key already named a command of this user (within its 24 hours) and c
-// is that command, nothing new was queued.
-func (s *Server) enqueue(ctx context.Context, containerID, userID string, req shared.SubmitRequest, key string) (c store.CommandWithOutput, replay bool, err error) {
+// is that command, nothing new was queued. unflushed (a plain submit that
+// waits) commits without waiting for the disk: see submit.
+func (s *Server) enqueue(ctx context.Context, containerID, userID string, req shared.SubmitRequest, key string, unflushed bool) (c store.CommandWithOutput, replay bool, err error) {
+	if key == "" && unflushed {
+		c, err = s.store.EnqueueUnflushed(ctx, containerID, userID, req)
+		return c, false, err
+	}
 	if key == "" {
 		c, err = s.store.Enqueue(ctx, containerID, userID, req)
 		return c, false, err

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,6 +17,15 @@ import (
 // the body. It answers 202 with the record while the command is queued or
 // running; with ?wait= the record may already be terminal, and then the
 // answer is 200: nothing is left pending.
+//
+// A 2xx promises the command is on disk. A plain submit that waits
+// enqueues without waiting for the disk (store.EnqueueUnflushed): its
+// answer comes after a later synchronous commit that covers the enqueue —
+// the start's, if the record says running, or the finish's, if terminal —
+// so the flush of the enqueue is off the command's path. Only an answer
+// given while the command is still queued (the wait ran out, the replica
+// drains, a read failed) flushes it first, and a command a crash lost in
+// between is an error (503), not a 202.
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	containerID, err := pathUUID(r, "id")
 	if err != nil {
@@ -39,7 +49,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.applyLimits(&req); err != nil {
 		return err
 	}
-	c, replay, err := s.enqueue(r.Context(), containerID, userFrom(r).ID, req, key)
+	unflushed := wait > 0 && key == ""
+	c, replay, err := s.enqueue(r.Context(), containerID, userFrom(r).ID, req, key, unflushed)
 	if errors.Is(err, store.ErrNotFound) {
 		return errUnknownContainer(containerID)
 	}
@@ -69,6 +80,17 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 			head = done
 		} else if r.Context().Err() != nil {
 			return r.Context().Err()
+		}
+		if unflushed && head.Status == shared.StatusQueued {
+			err := s.store.FlushCommand(r.Context(), c.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				// Gone: a database crash lost it before it reached the
+				// disk. Nothing will run; the client may submit again.
+				err = fmt.Errorf("command %s lost by a database restart before it was on disk: %w", c.ID, store.ErrUnavailable)
+			}
+			if err != nil {
+				return err
+			}
 		}
 	}
 	w.Header().Set("Location", "/api/v1/commands/"+c.ID)

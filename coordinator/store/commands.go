@@ -87,8 +87,15 @@ func (e *GapError) Error() string {
 // CONFLICT never applies to it. With a key, a row already holding it makes
 // the insert do nothing (after waiting for the transaction that wrote it, if
 // that is still open) and return no row.
-var enqueueSQL = `
-	WITH target AS (SELECT node_id FROM containers c WHERE id = $2 AND ` + mayUse("c", "$3") + `),
+var enqueueSQL = enqueueQuery("")
+
+// enqueueUnflushedSQL is enqueueSQL whose commit does not wait for its WAL
+// to be flushed (see EnqueueUnflushed).
+var enqueueUnflushedSQL = enqueueQuery(` AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'`)
+
+func enqueueQuery(target string) string {
+	return `
+	WITH target AS (SELECT node_id FROM containers c WHERE id = $2 AND ` + mayUse("c", "$3") + target + `),
 	ins AS (
 		INSERT INTO commands (id, container_id, node_id, requested_by, program, args, status, idempotency_key, idempotency_hash,
 			timeout_seconds, queue_timeout_seconds, queue_deadline)
@@ -97,6 +104,7 @@ var enqueueSQL = `
 		ON CONFLICT (requested_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 		RETURNING ` + commandCols + `, stdout, stderr)
 	SELECT ins.* FROM ins, LATERAL (SELECT pg_notify('` + NotifyChannel + `', ins.node_id::text)) AS n`
+}
 
 // enqueueArgs are enqueueSQL's parameters; key "" is a plain submit.
 func enqueueArgs(containerID, requestedBy string, req shared.SubmitRequest, key string, hash []byte) []any {
@@ -143,6 +151,61 @@ func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, re
 		return r.cmd, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
 	}
 	return r.cmd, nil
+}
+
+// EnqueueUnflushed is Enqueue whose commit does not wait for the disk: the
+// row is visible and its node notified at once, but a crash of PostgreSQL
+// in the next few milliseconds (wal_writer_delay at most) may lose it. It
+// is for a submit that waits for its command (POST …?wait=), whose answer
+// comes later: a later synchronous commit flushes all WAL written before
+// it, this one's included — the start's, before the program runs, and the
+// finish's, before the record is terminal — so only an answer given while
+// the command is still queued needs FlushCommand first.
+func (s *Store) EnqueueUnflushed(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
+	return s.enqueue(ctx, enqueueUnflushedSQL, containerID, requestedBy, req)
+}
+
+// flushSQL makes the command's enqueue durable, if it is still there. A
+// commit waits for the WAL to be flushed up to it — past every commit
+// before it — only if its transaction has an ID and wrote WAL of its own; a
+// transactional logical message (a few bytes, ignored by anything but a
+// logical decoding client) does both without touching a row, so no claim
+// finds the command locked meanwhile. A row a crash already lost is not
+// found, and nothing is written for it.
+const flushSQL = `SELECT pg_logical_emit_message(true, 'execq.flush', '')::text FROM commands WHERE id = $1`
+
+// FlushCommand returns once command id's row is on disk: ErrNotFound when
+// it is not there (an EnqueueUnflushed that a crash lost).
+func (s *Store) FlushCommand(ctx context.Context, id string) error {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	var lsn string
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.GetContext(ctx, &lsn, flushSQL, id)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("flush command %s: %w", id, interpretError(err))
+	}
+	return nil
+}
+
+func (s *Store) enqueue(ctx context.Context, query, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
+	ctx, cancel := s.deadline(ctx)
+	defer cancel()
+	var c CommandWithOutput
+	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+		return conn.GetContext(ctx, &c, query, enqueueArgs(containerID, requestedBy, req, "", nil)...)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
+	}
+	return c, nil
 }
 
 // Get returns a command with its whole output once terminal, in one value:

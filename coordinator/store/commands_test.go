@@ -36,6 +36,46 @@ func TestEnqueue(t *testing.T) {
 	}
 }
 
+// TestEnqueueUnflushedThenFlush: an unflushed enqueue queues the command as
+// Enqueue does; FlushCommand then returns only once the WAL is on disk past
+// the enqueue's commit, and finds no row for a command that is not there.
+func TestEnqueueUnflushedThenFlush(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	c, err := f.st.EnqueueUnflushed(f.ctx, f.container, f.user.ID, shared.SubmitRequest{Program: "echo", Args: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != shared.StatusQueued || c.NodeID != f.node.ID || c.Program != "echo" || !slices.Equal(c.Args, []string{"a"}) {
+		t.Errorf("enqueued %+v", c)
+	}
+	// The enqueue's commit record is before this position.
+	var inserted string
+	if err := f.st.DB().GetContext(f.ctx, &inserted, `SELECT pg_current_wal_insert_lsn()::text`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.FlushCommand(f.ctx, c.ID); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	var flushed bool
+	if err := f.st.DB().GetContext(f.ctx, &flushed, `SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn`, inserted); err != nil {
+		t.Fatal(err)
+	}
+	if !flushed {
+		t.Error("FlushCommand returned before the WAL was flushed past the enqueue")
+	}
+	if got := f.get(c.ID); got.ID != c.ID || got.Status != shared.StatusQueued {
+		t.Errorf("read back %+v", got)
+	}
+	if err := f.st.FlushCommand(f.ctx, uuid.NewString()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("flush of an unknown command: %v, want ErrNotFound", err)
+	}
+	_, err = f.st.EnqueueUnflushed(f.ctx, uuid.NewString(), f.user.ID, shared.SubmitRequest{Program: "true", Args: []string{}})
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("unflushed enqueue on an unreported container: %v, want ErrNotFound", err)
+	}
+}
+
 func TestClaim(t *testing.T) {
 	t.Parallel()
 	f := setup(t)

@@ -171,8 +171,12 @@ func (s *Store) EnqueueUnflushed(ctx context.Context, containerID, requestedBy s
 // transactional logical message (a few bytes, ignored by anything but a
 // logical decoding client) does both without touching a row, so no claim
 // finds the command locked meanwhile. A row a crash already lost is not
-// found, and nothing is written for it.
-const flushSQL = `SELECT pg_logical_emit_message(true, 'execq.flush', '')::text FROM commands WHERE id = $1`
+// found, and nothing is written for it. Its commit waits for the flush
+// whatever the server's synchronous_commit says (set_config for this
+// statement's own transaction): returning before it would break the
+// promise of the answer that follows.
+const flushSQL = `SELECT pg_logical_emit_message(true, 'execq.flush', '')::text FROM commands
+	WHERE id = $1 AND (SELECT set_config('synchronous_commit', 'on', true)) = 'on'`
 
 // FlushCommand returns once command id's row is on disk: ErrNotFound when
 // it is not there (an EnqueueUnflushed that a crash lost).

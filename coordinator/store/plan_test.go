@@ -406,9 +406,35 @@ func (f *fixture) churn(t *testing.T, steps, size int) {
 		f.exec(`UPDATE commands SET status = 'succeeded', leased_by = NULL, lease_expires_at = NULL,
 				finished_at = `+at+`, exit_code = 0, end_reason = 'exited'
 			WHERE id IN (SELECT id FROM churn WHERE step = $1 - 4)`, k)
+		f.flushWAL()
 		for _, q := range f.periodicQueries() {
 			f.explainAnalyze(t, q.query, q.args...)
 		}
+	}
+}
+
+// flushWAL commits synchronously, which flushes all WAL written before,
+// as every commit of a durable server does. The cluster of `make test`
+// commits asynchronously (fast mode), and until the WAL holding a
+// transaction's commit is flushed no scan may set its hint bits, so no
+// index scan can tell the row versions it ended are dead and mark their
+// entries: the churn's updates would look like those of a transaction
+// still running.
+func (f *fixture) flushWAL() {
+	f.t.Helper()
+	tx, err := f.st.db.BeginTx(f.ctx, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(f.ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(f.ctx, `SELECT pg_logical_emit_message(true, 'execq.test', '')`); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		f.t.Fatal(err)
 	}
 }
 

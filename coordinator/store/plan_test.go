@@ -407,10 +407,37 @@ func (f *fixture) churn(t *testing.T, steps, size int) {
 				finished_at = `+at+`, exit_code = 0, end_reason = 'exited'
 			WHERE id IN (SELECT id FROM churn WHERE step = $1 - 4)`, k)
 		f.flushWAL()
+		f.waitForOlderTransactions()
 		for _, q := range f.periodicQueries() {
 			f.explainAnalyze(t, q.query, q.args...)
 		}
 	}
+}
+
+// waitForOlderTransactions waits (up to 30 s) until every transaction of
+// the cluster that began before now has ended. An index scan may mark an
+// entry dead only once the version's deleter is older than every
+// transaction still running, in any database of the cluster (a snapshot's
+// xmin is cluster-wide), and the test cluster is shared with the other
+// packages' tests: without the wait the marks depend on what they run.
+// The coordinator's own periodic queries mark the entries on their next
+// passes the same way.
+func (f *fixture) waitForOlderTransactions() {
+	f.t.Helper()
+	var now string
+	if err := f.st.db.GetContext(f.ctx, &now, `SELECT pg_current_xact_id()::text`); err != nil {
+		f.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var past bool
+		if err := f.st.db.GetContext(f.ctx, &past, `SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::xid8`, now); err != nil {
+			f.t.Fatal(err)
+		}
+		if past {
+			return
+		}
+	}
+	f.t.Logf("transactions older than %s still running after 30 s", now)
 }
 
 // flushWAL commits synchronously, which flushes all WAL written before,

@@ -3,11 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
-	"fmt"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -88,23 +85,16 @@ func (s *Store) enqueueGroup(ctx context.Context, calls []enqueueReq) ([]enqueue
 		// from one it could not run (ErrTimeout, ErrUnavailable).
 		return res, interpretError(err)
 	}
-	n := len(calls)
-	ids, ctrs, users, progs, args := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	ts, qts := make([]sql.NullInt32, n), make([]sql.NullInt32, n)
+	items, users := make([]BatchItem, len(calls)), make([]string, len(calls))
 	for i, c := range calls {
-		a := c.req.Args
-		if a == nil {
-			a = []string{}
-		}
-		js, err := json.Marshal(a)
-		if err != nil {
-			return nil, fmt.Errorf("encode args: %w", err)
-		}
-		ids[i], ctrs[i], users[i], progs[i], args[i] = uuid.NewString(), c.containerID, c.requestedBy, c.req.Program, string(js)
-		ts[i], qts[i] = optSeconds(c.req.TimeoutSeconds), optSeconds(c.req.QueueTimeoutSeconds)
+		items[i], users[i] = BatchItem{ContainerID: c.containerID, Req: c.req}, c.requestedBy
+	}
+	ids, ctrs, progs, args, ts, qts, err := batchArrays(items)
+	if err != nil {
+		return nil, err
 	}
 	var rows []CommandWithOutput
-	err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
+	err = s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
 		return conn.SelectContext(ctx, &rows, enqueueGroupSQL, pq.Array(ids), pq.Array(ctrs), pq.Array(users),
 			pq.Array(progs), pq.Array(args), pq.Array(ts), pq.Array(qts))
 	})

@@ -149,8 +149,8 @@ func (s *Store) EnqueueMany(ctx context.Context, requestedBy string, items []Bat
 	return out, nil
 }
 
-// batchArrays are the items as the columns of enqueueManySQL and
-// enqueueManyOnceSQL: a new ID, the container, the program, the args as a
+// batchArrays are the items as the columns of enqueueManySQL,
+// enqueueManyOnceSQL and enqueueGroupSQL: a new ID, the container, the program, the args as a
 // JSON array, and the run and queue timeouts (NULL for the defaults).
 func batchArrays(items []BatchItem) (ids, ctrs, progs, args []string, ts, qts []sql.NullInt32, err error) {
 	n := len(items)

@@ -132,25 +132,14 @@ func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, re
 	// done nothing.
 	ctx, cancel := context.WithTimeout(ctx, s.queryTimeout)
 	defer cancel()
-	shed := ctx.Value(sheddableKey) != nil
-	if shed {
-		s.queuedShed.Add(1)
-	}
-	r, err := s.enqueues.do(ctx, enqueueReq{containerID: containerID, requestedBy: requestedBy, req: req}, func() {
-		if shed {
-			s.queuedShed.Add(-1)
-		}
-	})
+	r, err := s.enqueues.do(ctx, enqueueReq{containerID: containerID, requestedBy: requestedBy, req: req})
 	if err == nil {
 		err = r.err
 	}
-	if errors.Is(err, ErrNotFound) {
-		return r.cmd, ErrNotFound
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		err = fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
 	}
-	if err != nil {
-		return r.cmd, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
-	}
-	return r.cmd, nil
+	return r.cmd, err
 }
 
 // EnqueueUnflushed is Enqueue whose commit does not wait for the disk: the
@@ -162,7 +151,11 @@ func (s *Store) Enqueue(ctx context.Context, containerID, requestedBy string, re
 // finish's, before the record is terminal — so only an answer given while
 // the command is still queued needs FlushCommand first.
 func (s *Store) EnqueueUnflushed(ctx context.Context, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
-	return s.enqueue(ctx, enqueueUnflushedSQL, containerID, requestedBy, req)
+	c, err := s.enqueueOne(ctx, enqueueUnflushedSQL, containerID, requestedBy, req)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		err = fmt.Errorf("enqueue on container %s: %w", containerID, err)
+	}
+	return c, err
 }
 
 // flushSQL makes the command's enqueue durable, if it is still there. A
@@ -196,7 +189,10 @@ func (s *Store) FlushCommand(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *Store) enqueue(ctx context.Context, query, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
+// enqueueOne runs query (enqueueSQL or enqueueUnflushedSQL) for one plain
+// submit: ErrNotFound when the container is unknown or not the user's,
+// other errors interpreted.
+func (s *Store) enqueueOne(ctx context.Context, query, containerID, requestedBy string, req shared.SubmitRequest) (CommandWithOutput, error) {
 	ctx, cancel := s.deadline(ctx)
 	defer cancel()
 	var c CommandWithOutput
@@ -206,10 +202,7 @@ func (s *Store) enqueue(ctx context.Context, query, containerID, requestedBy str
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
-	if err != nil {
-		return c, fmt.Errorf("enqueue on container %s: %w", containerID, interpretError(err))
-	}
-	return c, nil
+	return c, interpretError(err)
 }
 
 // Get returns a command with its whole output once terminal, in one value:

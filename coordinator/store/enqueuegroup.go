@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 
 	"github.com/jmoiron/sqlx"
@@ -61,7 +60,7 @@ var enqueueGroupSQL = `
 // towards Busy, so the public API still refuses early (429) instead of
 // queueing past the query timeout.
 func (s *Store) initEnqueues(max, slots int) {
-	s.enqueues = newGroup(max, max, slots, func(enqueueReq) int { return 1 }, s.enqueueGroup)
+	s.enqueues = newGroup(max, 0, slots, func(enqueueReq) int { return 0 }, s.enqueueGroup)
 	s.enqueues.admit = true
 }
 
@@ -74,16 +73,13 @@ func (s *Store) enqueueGroup(ctx context.Context, calls []enqueueReq) ([]enqueue
 	res := make([]enqueueRes, len(calls))
 	if len(calls) == 1 {
 		c := calls[0]
-		err := s.commitOne(ctx, func(ctx context.Context, conn *sqlx.Conn) error {
-			return conn.GetContext(ctx, &res[0].cmd, enqueueSQL, enqueueArgs(c.containerID, c.requestedBy, c.req, "", nil)...)
-		})
-		if errors.Is(err, sql.ErrNoRows) {
-			res[0].err = ErrNotFound
-			err = nil
+		cmd, err := s.enqueueOne(ctx, enqueueSQL, c.containerID, c.requestedBy, c.req)
+		if errors.Is(err, ErrNotFound) {
+			// That submit's answer, not the batch's failure.
+			res[0].err, err = err, nil
 		}
-		// Interpreted here: the group tells a batch the database refused
-		// from one it could not run (ErrTimeout, ErrUnavailable).
-		return res, interpretError(err)
+		res[0].cmd = cmd
+		return res, err
 	}
 	items, users := make([]BatchItem, len(calls)), make([]string, len(calls))
 	for i, c := range calls {

@@ -44,9 +44,6 @@ type pending[C, R any] struct {
 	res  R
 	err  error
 	done chan struct{}
-	// taken, if set, is called once when the call leaves the queue: taken
-	// into a batch, or dropped because its ctx ended.
-	taken func()
 }
 
 func newGroup[C, R any](max, maxBytes, slots int, size func(C) int, run func(context.Context, []C) ([]R, error)) *group[C, R] {
@@ -57,11 +54,8 @@ func newGroup[C, R any](max, maxBytes, slots int, size func(C) int, run func(con
 // ends before a batch takes it is dropped with ctx's error; once taken, its
 // answer is awaited, bounded by the query timeout, so the answer is always
 // the truth about what was written.
-func (g *group[C, R]) do(ctx context.Context, call C, taken ...func()) (R, error) {
+func (g *group[C, R]) do(ctx context.Context, call C) (R, error) {
 	p := &pending[C, R]{ctx: ctx, call: call, done: make(chan struct{})}
-	if len(taken) > 0 {
-		p.taken = taken[0]
-	}
 	g.mu.Lock()
 	g.queue = append(g.queue, p)
 	if g.running < g.slots {
@@ -95,7 +89,6 @@ func (g *group[C, R]) take() []*pending[C, R] {
 		p := g.queue[n]
 		if p.ctx.Err() != nil {
 			p.err = p.ctx.Err()
-			p.leave()
 			close(p.done)
 			n++
 			continue
@@ -105,7 +98,6 @@ func (g *group[C, R]) take() []*pending[C, R] {
 			break
 		}
 		bytes += b
-		p.leave()
 		batch = append(batch, p)
 		n++
 	}
@@ -148,12 +140,6 @@ func (g *group[C, R]) runBatch(batch []*pending[C, R]) {
 			p.res = res[i]
 		}
 		close(p.done)
-	}
-}
-
-func (p *pending[C, R]) leave() {
-	if p.taken != nil {
-		p.taken()
 	}
 }
 

@@ -64,9 +64,6 @@ type Store struct {
 	claims *group[claimReq, []Command]
 	// Single submits, committed in groups too (enqueuegroup.go).
 	enqueues *group[enqueueReq, enqueueRes]
-	// queuedShed counts the submits marked WithShedding waiting in the
-	// enqueue group for a batch to take them; Busy counts them as waiting.
-	queuedShed atomic.Int64
 }
 
 // Options tune the pool.
@@ -175,7 +172,13 @@ func (s *Store) deadline(ctx context.Context) (context.Context, context.CancelFu
 // admission, or for a batch of the submit group: the database is the bottleneck, and a new request should be
 // refused (429) before it adds to the queue.
 func (s *Store) Busy() bool {
-	return s.gate != nil && s.waitingShed.Load()+s.queuedShed.Load() >= int64(s.maxWaiting)
+	if s.gate == nil {
+		return false
+	}
+	// Submits come only from the public API, so every one waiting for a
+	// batch is a call the API would rather have refused.
+	_, queued := s.enqueues.stats()
+	return s.waitingShed.Load()+int64(queued) >= int64(s.maxWaiting)
 }
 
 // Waiting is the number of calls waiting for admission now.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -315,17 +314,8 @@ func TestEnqueueManyOnceLookupsUseIndex(t *testing.T) {
 	f.exec(`ANALYZE commands`)
 	keys := pq.Array([]string{"key-1", "key-99999", "key-5000"})
 	for name, q := range map[string]string{"expire": expireKeysSQL, "holders": keyHoldersSQL} {
-		var raw []byte
-		if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+q, f.user.ID, keys).Scan(&raw); err != nil {
-			t.Fatalf("%s: explain: %v", name, err)
-		}
-		var plans []struct {
-			Plan planNode `json:"Plan"`
-		}
-		if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
-			t.Fatalf("%s: explain output %s: %v", name, raw, err)
-		}
-		if seq := plans[0].Plan.seqScans("commands"); len(seq) > 0 {
+		plan, raw := f.explain(t, q, f.user.ID, keys)
+		if seq := plan.seqScans("commands"); len(seq) > 0 {
 			t.Errorf("%s reads the whole commands table (%s):\n%s", name, strings.Join(seq, "; "), raw)
 		}
 		if !bytes.Contains(raw, []byte("commands_idempotency_idx")) {

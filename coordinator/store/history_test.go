@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -156,17 +155,8 @@ func TestHistoryUsesIndexes(t *testing.T) {
 // wantNoSeqScan fails t if the plan of query reads all of commands.
 func (f *fixture) wantNoSeqScan(t *testing.T, query string, args ...any) {
 	t.Helper()
-	var raw []byte
-	if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+query, args...).Scan(&raw); err != nil {
-		t.Fatalf("explain: %v", err)
-	}
-	var plans []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("explain output %s: %v", raw, err)
-	}
-	if seq := plans[0].Plan.seqScans("commands"); len(seq) > 0 {
+	plan, raw := f.explain(t, query, args...)
+	if seq := plan.seqScans("commands"); len(seq) > 0 {
 		t.Errorf("plan reads the whole commands table (%s):\n%s", strings.Join(seq, "; "), raw)
 	}
 }

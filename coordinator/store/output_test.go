@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"strings"
@@ -117,18 +116,9 @@ func TestReadOutputUsesIndexes(t *testing.T) {
 	f.exec(`ANALYZE command_chunks`)
 	explain := func(query string, args ...any) {
 		t.Helper()
-		var raw []byte
-		if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+query, args...).Scan(&raw); err != nil {
-			t.Fatalf("explain: %v", err)
-		}
-		var plans []struct {
-			Plan planNode `json:"Plan"`
-		}
-		if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
-			t.Fatalf("explain output %s: %v", raw, err)
-		}
+		plan, raw := f.explain(t, query, args...)
 		for _, rel := range []string{"commands", "command_chunks"} {
-			if seq := plans[0].Plan.seqScans(rel); len(seq) > 0 {
+			if seq := plan.seqScans(rel); len(seq) > 0 {
 				t.Errorf("plan reads the whole %s table (%s):\n%s", rel, strings.Join(seq, "; "), raw)
 			}
 		}

@@ -50,22 +50,24 @@ func TestPeriodicQueriesUseIndexes(t *testing.T) {
 		{"not picked up", notPickedUpSQL, []any{100}},
 		{"prune", pruneSQL, []any{int64(time.Hour / time.Millisecond), 500, nil}},
 	} {
-		t.Run(q.name, func(t *testing.T) {
-			var raw []byte
-			if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+q.query, q.args...).Scan(&raw); err != nil {
-				t.Fatalf("explain: %v", err)
-			}
-			var plans []struct {
-				Plan planNode `json:"Plan"`
-			}
-			if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
-				t.Fatalf("explain output %s: %v", raw, err)
-			}
-			if seq := plans[0].Plan.seqScans("commands"); len(seq) > 0 {
-				t.Errorf("plan reads the whole commands table (%s):\n%s", strings.Join(seq, "; "), raw)
-			}
-		})
+		t.Run(q.name, func(t *testing.T) { f.wantNoSeqScan(t, q.query, q.args...) })
 	}
+}
+
+// explain returns the plan PostgreSQL would run query with, and its JSON.
+func (f *fixture) explain(t testing.TB, query string, args ...any) (planNode, []byte) {
+	t.Helper()
+	var raw []byte
+	if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+query, args...).Scan(&raw); err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	var plans []struct {
+		Plan planNode `json:"Plan"`
+	}
+	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("explain output %s: %v", raw, err)
+	}
+	return plans[0].Plan, raw
 }
 
 // planNode is one node of EXPLAIN (FORMAT JSON) output; CTEs, init plans and
@@ -156,17 +158,8 @@ func TestClaimSeeksItsNodeWithStaleStatistics(t *testing.T) {
 		f.enqueue("true")
 	}
 
-	var raw []byte
-	if err := f.st.db.QueryRowContext(f.ctx, `EXPLAIN (FORMAT JSON) `+claimSQL, pq.Array([]string{f.node.ID}), pq.Array([]int64{4}), testTTL.Milliseconds()).Scan(&raw); err != nil {
-		t.Fatalf("explain: %v", err)
-	}
-	var plans []struct {
-		Plan planNode `json:"Plan"`
-	}
-	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("explain output %s: %v", raw, err)
-	}
-	conds := plans[0].Plan.indexConds()
+	plan, raw := f.explain(t, claimSQL, pq.Array([]string{f.node.ID}), pq.Array([]int64{4}), testTTL.Milliseconds())
+	conds := plan.indexConds()
 	for _, c := range conds {
 		if strings.Contains(c, "node_id") {
 			return
